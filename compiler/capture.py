@@ -1,0 +1,238 @@
+"""Capture: torch.fx symbolic tracing plus shape propagation into an `IRGraph`.
+
+Rules:
+  1. The model is traced with `torch.fx.symbolic_trace` semantics; modules named in
+     ``leaf_modules`` (dotted paths or classes) are kept as opaque calls.
+  2. Shapes are propagated with fake tensors (no real arithmetic, no weight reads): every
+     node's output shape and dtype are recorded in its `NodeInfo`.
+  3. The input model is never modified: tracing reads it, the GraphModule shares its parameters.
+  4. A model that fx cannot trace raises `CaptureError` naming the offending code and what to do.
+
+Unsupported:
+  - Data-dependent control flow (``if x.sum() > 0``), which fx cannot trace: `CaptureError`.
+  - Models whose forward takes non-tensor inputs besides the example tensors.
+
+Example:
+    >>> import torch
+    >>> ir = capture(torch.nn.Linear(4, 2), (torch.randn(3, 4),))
+    >>> ir.info(ir.output_values()[0]).shape
+    (3, 2)
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Iterable, Sequence
+
+import networkx as nx
+import torch
+import torch.fx as fx
+from torch.fx.interpreter import Interpreter
+
+from compiler.ir import IRGraph, NodeInfo
+
+__all__ = ["capture", "CaptureError", "example_inputs_for"]
+
+
+class CaptureError(RuntimeError):
+    """The model could not be captured; the message says where and what to do."""
+
+
+_HINT = (
+    "What to do: torch.fx traces Python control flow symbolically, so branches on tensor values, "
+    "tensor-dependent loops and calls into untraceable libraries fail. Either (a) rewrite that line "
+    "without data-dependent control flow, (b) pass leaf_modules=[...] naming the submodule that "
+    "contains it (it will be kept whole and frozen at full width), or (c) decorate the helper "
+    "function with @torch.fx.wrap."
+)
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self, leaf_paths: frozenset[str], leaf_types: tuple[type, ...]):
+        super().__init__()
+        self.leaf_paths = leaf_paths
+        self.leaf_types = leaf_types
+
+    def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+        if qualname in self.leaf_paths or (self.leaf_types and isinstance(m, self.leaf_types)):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def _user_frame(exc: BaseException) -> str:
+    """The innermost traceback frame outside torch: the user's line that failed to trace."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/torch/" not in f.filename and "/compiler/capture.py" not in f.filename]
+    if not frames:
+        return "(no user frame recorded)"
+    f = frames[-1]
+    return f"{f.filename}:{f.lineno} in {f.name}: {f.line}"
+
+
+def _trace(model: torch.nn.Module, leaf_modules: Iterable) -> fx.GraphModule:
+    if isinstance(model, fx.GraphModule):
+        return model
+    leaves = list(leaf_modules or ())
+    tracer = _Tracer(frozenset(p for p in leaves if isinstance(p, str)),
+                     tuple(t for t in leaves if isinstance(t, type)))
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, AttributeError, ...
+        raise CaptureError(
+            f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}\n"
+            f"  at {_user_frame(exc)}\n{_HINT}") from exc
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+# Modules whose output has the input's shape and dtype: Rule 2 needs no computation for them.
+_SAME_SHAPE = (
+    torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm,
+    torch.nn.ReLU, torch.nn.ReLU6, torch.nn.SiLU, torch.nn.GELU, torch.nn.Hardswish,
+    torch.nn.Hardsigmoid, torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.LeakyReLU, torch.nn.ELU,
+    torch.nn.Mish, torch.nn.PReLU, torch.nn.Dropout, torch.nn.Dropout2d, torch.nn.Identity,
+)
+
+
+def _to_meta(value):
+    if isinstance(value, torch.Tensor):
+        return torch.empty(value.shape, dtype=value.dtype, device="meta")
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_meta(v) for v in value)
+    return value
+
+
+class _MetaShapes(Interpreter):
+    """Runs the graph on meta tensors: shapes without arithmetic. Modules run through
+    `functional_call` with meta parameters, shape-preserving ones are skipped."""
+
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.values: dict[str, object] = {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.values[n.name] = out
+        return out
+
+    def get_attr(self, target, args, kwargs):
+        return _to_meta(super().get_attr(target, args, kwargs))
+
+    def call_module(self, target, args, kwargs):
+        mod = self.fetch_attr(target)
+        if isinstance(mod, _SAME_SHAPE) and len(args) == 1 and isinstance(args[0], torch.Tensor):
+            return args[0]
+        state = {k: _to_meta(v) for k, v in
+                 [*mod.named_parameters(), *mod.named_buffers()]}
+        return torch.func.functional_call(mod, state, tuple(args), kwargs)
+
+
+def _fake_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> dict:
+    """Rule 2: {node name: output value} on meta tensors, or fake tensors where meta fails
+    (graphs that create real tensors, e.g. ``torch.arange`` mixed with inputs)."""
+    try:
+        interp = _MetaShapes(gm)
+        interp.run(*[_to_meta(t) for t in example_inputs])
+        return interp.values
+    except Exception:
+        pass
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    values: dict[str, object] = {}
+
+    class _Recorder(Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            values[n.name] = out
+            return out
+
+    with mode:
+        fake_inputs = [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
+                       for t in example_inputs]
+        try:
+            _Recorder(gm).run(*fake_inputs)
+        except Exception as exc:
+            raise CaptureError(
+                f"shape propagation failed on {type(gm).__name__} with inputs "
+                f"{[tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)]}: "
+                f"{type(exc).__name__}: {exc}\n  at {_user_frame(exc)}\n"
+                "What to do: check that the example inputs have the shape the model expects "
+                "(e.g. --input-shape 1,3,224,224).") from exc
+    return values
+
+
+def _kind(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str | None, str | None]:
+    """(kind, module_path, module_type) of an fx node."""
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        return type(mod).__name__, node.target, type(mod).__name__
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", str(node.target))
+        return name.strip("_") if name.startswith("__") else name, None, None
+    if node.op == "call_method":
+        return str(node.target), None, None
+    if node.op == "get_attr":
+        return "get_attr", str(node.target), None
+    return node.op, None, None
+
+
+def _target_str(node: fx.Node) -> str:
+    t = node.target
+    if isinstance(t, str):
+        return t
+    mod = getattr(t, "__module__", None) or ""
+    return f"{mod}.{getattr(t, '__qualname__', getattr(t, '__name__', repr(t)))}".lstrip(".")
+
+
+def _meta(value) -> tuple:
+    """(shape, dtype, tuple_shapes) of a propagated value."""
+    if isinstance(value, torch.Tensor):
+        return tuple(int(d) for d in value.shape), str(value.dtype).replace("torch.", ""), None
+    if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
+        return None, None, tuple(tuple(int(d) for d in v.shape) if isinstance(v, torch.Tensor)
+                                 else None for v in value)
+    return None, None, None
+
+
+def _node_info(node: fx.Node, gm: fx.GraphModule, value) -> NodeInfo:
+    kind, path, mtype = _kind(node, gm)
+    if node.op == "get_attr" and value is None:
+        value = _attr(gm, node.target)
+    shape, dtype, tuple_shapes = _meta(value)
+    return NodeInfo(
+        name=node.name, op=node.op, target=_target_str(node), kind=kind, module_path=path,
+        module_type=mtype, shape=shape, dtype=dtype, tuple_shapes=tuple_shapes,
+        channel_axis=1 if shape is not None and len(shape) >= 2 else None,
+        stack_trace=node.meta.get("stack_trace"))
+
+
+def _attr(gm: torch.nn.Module, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def capture(model: torch.nn.Module, example_inputs, *, leaf_modules: Iterable = ()) -> IRGraph:
+    """Trace `model` and propagate shapes from `example_inputs` (a tensor or tuple of tensors).
+
+    Rule 3: `model` is not modified (its training flag included).
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"capture expects an nn.Module, got {type(model).__name__}")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    example_inputs = tuple(example_inputs)
+    gm = _trace(model, leaf_modules)
+    values = _fake_shapes(gm, example_inputs)
+    graph = nx.DiGraph()
+    for node in gm.graph.nodes:
+        graph.add_node(node.name, info=_node_info(node, gm, values.get(node.name)))
+        for arg in node.all_input_nodes:
+            graph.add_edge(arg.name, node.name)
+    shapes = tuple(tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor))
+    return IRGraph(gm, graph, shapes)
+
+
+def example_inputs_for(shape: Sequence[int], dtype=torch.float32) -> tuple[torch.Tensor]:
+    """A zero tensor of `shape`: for capture, only shapes matter."""
+    return (torch.zeros(tuple(shape), dtype=dtype),)
