@@ -1,0 +1,217 @@
+"""Per-op channel rules of `find_width_groups` (its docstring is the spec; rules cited as "# Rule N").
+
+Channel spaces are union-find elements (ints). A tensor that carries channels has a `Desc`: the
+axis holding them and the ordered segments that axis is made of (one segment for a plain tensor,
+several after a concat). A parameter read by ``get_attr`` has a `PDesc` until it meets a channel
+space. ``None`` means a tensor whose channels are fixed (or that has no channel axis).
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from compiler.ir import IRGraph
+from passes.unsupported import Unsupported
+
+
+@dataclass(frozen=True)
+class Seg:
+    space: int
+    size: int
+    inner: int = 1
+
+
+@dataclass(frozen=True)
+class Desc:
+    axis: int
+    segs: tuple[Seg, ...]
+
+    @property
+    def length(self) -> int:
+        return sum(s.size * s.inner for s in self.segs)
+
+
+@dataclass(frozen=True)
+class PDesc:
+    """A direct parameter (``get_attr``): `dims[i]` is the parameter dim behind output dim i."""
+    node: str
+    dims: tuple[int | None, ...]
+
+
+class State:
+    """Union-find over channel spaces, plus what the rules record."""
+
+    def __init__(self, ir: IRGraph):
+        self.ir = ir
+        self.parent: list[int] = []
+        self.size: list[int] = []
+        self.origin: list[str] = []          # the node that created each space
+        self.frozen: dict[int, list[str]] = {}
+        self.desc: dict[str, object] = {}
+        self.uses: list[tuple[str, str, int, tuple[Seg, ...]]] = []  # (node, role, dim, segs)
+        self.params: dict[tuple[str, int], tuple[Seg, ...]] = {}
+        self.unsupported: list[Unsupported] = []
+        self.multiple_of: dict[int, int] = {}
+
+    def new_space(self, size: int, origin: str, frozen: str | None = None) -> Desc:
+        self.parent.append(len(self.parent))
+        self.size.append(size)
+        self.origin.append(origin)
+        if frozen:
+            self.frozen.setdefault(len(self.parent) - 1, []).append(frozen)
+        return Seg(len(self.parent) - 1, size)
+
+    def find(self, s: int) -> int:
+        while self.parent[s] != s:
+            self.parent[s] = self.parent[self.parent[s]]
+            s = self.parent[s]
+        return s
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if rb < ra:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.frozen.setdefault(ra, []).extend(self.frozen.pop(rb, []))
+        if rb in self.multiple_of:
+            self.multiple_of[ra] = _lcm(self.multiple_of.get(ra, 1), self.multiple_of.pop(rb))
+
+    def freeze(self, d, reason: str) -> None:
+        for seg in _segs(d):
+            self.frozen.setdefault(self.find(seg.space), []).append(reason)
+
+    def unsupported_(self, node: str, rule: str, reason: str, hint: str, touched=()) -> None:
+        self.unsupported.append(Unsupported(node, rule, reason, hint))
+        for d in touched:
+            self.freeze(d, f"unsupported: {reason} at {self.ir.label(node)}")
+
+    def unite_segs(self, a: Desc, b: Desc) -> bool:
+        """Rule 6: unite two channel axes segment by segment; False if their layouts differ."""
+        if [(s.size, s.inner) for s in a.segs] != [(s.size, s.inner) for s in b.segs]:
+            return False
+        for sa, sb in zip(a.segs, b.segs):
+            self.union(sa.space, sb.space)
+        return True
+
+
+def _segs(d) -> tuple[Seg, ...]:
+    return d.segs if isinstance(d, Desc) else ()
+
+
+def _lcm(a: int, b: int) -> int:
+    import math
+    return a * b // math.gcd(a, b)
+
+
+# ---------------------------------------------------------------- op tables
+_PASS_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
+    nn.LeakyReLU, nn.ELU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.Identity, nn.Dropout,
+    nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Softmax, nn.LogSoftmax,
+    nn.SELU, nn.CELU,
+)
+_SPATIAL_MODULES = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
+    nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d,
+)
+_PASS_NAMES = {
+    "relu", "relu_", "relu6", "silu", "gelu", "hardswish", "hardsigmoid", "sigmoid", "tanh",
+    "leaky_relu", "elu", "mish", "softplus", "hardtanh", "dropout", "dropout1d", "dropout2d",
+    "alpha_dropout", "contiguous", "clone", "detach", "float", "half", "double", "bfloat16", "to",
+    "type", "type_as", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "erf", "clamp", "clamp_",
+    "clip", "softmax", "log_softmax", "sigmoid_", "hardswish_", "hardsigmoid_", "tanh_", "selu",
+    "celu", "square", "reciprocal", "sign", "round", "floor", "ceil", "requires_grad_",
+    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool2d",
+    "interpolate", "upsample", "pixel_dropout", "silu_", "gelu_", "identity",
+}
+_POW_NAMES = {"pow"}
+_BINARY_NAMES = {
+    "add", "sub", "mul", "truediv", "div", "floordiv", "iadd", "isub", "imul", "itruediv",
+    "add_", "sub_", "mul_", "div_", "maximum", "minimum", "rsub", "radd", "rmul", "true_divide",
+    "multiply", "subtract", "pow",
+}
+_REDUCE_NAMES = {"mean", "sum", "amax", "amin", "max", "min", "prod", "std", "var", "norm", "logsumexp"}
+_META_NAMES = {"size", "dim", "numel", "getattr", "ndimension", "nelement", "_assert", "eq", "ne"}
+_INPLACE = {"add_", "sub_", "mul_", "div_", "relu_", "clamp_", "sigmoid_", "hardswish_", "tanh_"}
+
+
+def arg(node, index: int, name: str, default=None):
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def is_node(x) -> bool:
+    return isinstance(x, torch.fx.Node)
+
+
+def tensor_args(node) -> list:
+    return [a for a in node.all_input_nodes]
+
+
+# Functions fx records by identity; names resolve the rest.
+_FUNC_KIND = {operator.getitem: "getitem", torch.cat: "cat", torch.concat: "cat",
+              torch.flatten: "flatten", torch.stack: "stack", F.layer_norm: "layer_norm_fn",
+              F.pad: "pad", torch.permute: "permute", torch.transpose: "transpose",
+              torch.reshape: "reshape", torch.chunk: "chunk", torch.split: "split",
+              operator.matmul: "matmul", torch.matmul: "matmul", torch.bmm: "matmul",
+              torch.einsum: "matmul", F.linear: "functional_layer", F.conv2d: "functional_layer",
+              F.conv1d: "functional_layer", F.batch_norm: "functional_layer",
+              F.group_norm: "functional_layer", F.scaled_dot_product_attention: "matmul",
+              torch.unsqueeze: "unsqueeze", torch.squeeze: "squeeze", torch.where: "where"}
+try:
+    _FUNC_KIND[torch.concatenate] = "cat"
+except AttributeError:  # older torch
+    pass
+
+
+def classify(node, ir: IRGraph) -> str:
+    """The rule family of an fx node."""
+    if node.op in ("placeholder", "get_attr", "output"):
+        return node.op
+    if node.op == "call_module":
+        mod = ir.module(node.target)
+        for types, kind in _MODULE_KINDS:
+            if isinstance(mod, types):
+                return kind
+        return "unknown"
+    kind = _FUNC_KIND.get(node.target) if node.op == "call_function" else None
+    if kind:
+        return kind
+    name = ir.info(node.name).kind
+    if node.op == "call_method" and name in ("permute", "transpose", "view", "reshape", "flatten",
+                                             "chunk", "split", "expand", "unsqueeze", "squeeze",
+                                             "expand_as", "unflatten", "tensor_split", "unbind",
+                                             "repeat", "matmul", "bmm"):
+        return {"view": "reshape", "bmm": "matmul"}.get(name, name)
+    if name in _META_NAMES:
+        return "meta"
+    if name in _BINARY_NAMES:
+        return "binary"
+    if name in _PASS_NAMES:
+        return "pass"
+    if name in _REDUCE_NAMES:
+        return "reduce"
+    return "unknown"
+
+
+_MODULE_KINDS = [
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), "conv"),
+    ((nn.Linear,), "linear"),
+    ((nn.modules.batchnorm._BatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d),
+     "batch_norm"),
+    ((nn.GroupNorm,), "group_norm"),
+    ((nn.LayerNorm,), "layer_norm"),
+    (_PASS_MODULES, "pass"),
+    (_SPATIAL_MODULES, "spatial"),
+    ((nn.Flatten,), "flatten"),
+]

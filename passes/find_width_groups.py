@@ -1,0 +1,234 @@
+"""find_width_groups: which channels must shrink together (width-dependency groups).
+
+Every tensor axis that carries channels holds a *channel space*; spaces are united with
+union-find (linear in graph size, closed-form index maps, no path enumeration). A `WidthGroup`
+is one united space: its producers' output channels, its consumers' input channels, its norms
+and direct parameters all keep one width.
+
+Rules:
+  1. Producers: conv (1d/2d/3d, groups=1) output channels and linear output features create a space.
+  2. Consumers: conv input channels and linear input features (the last axis) read a space; a
+     linear over a non-channel axis leaves the channels where they are and is not elastic.
+  3. A depthwise conv (groups == in == out channels) unites its input and output spaces.
+  4. Channel-preserving ops pass a space through: activations, dropout, pooling, interpolation,
+     pad (not along channels), identity, casts, softmax, scalar arithmetic.
+  5. Norms are members of the space they normalise: batch/instance norm on axis 1, layer norm
+     over the last axis (modules or F.layer_norm with parameters), group norm with widths kept
+     multiples of its channels per group.
+  6. Binary elementwise ops (add, sub, mul, div, ...) unite the spaces of operands that both
+     carry channels at the same output axis, broadcasts such as squeeze-excitation's
+     ``x * s`` (s of shape N,C,1,1) included.
+  7. Concat along the channel axis makes an ordered composite of its inputs' spaces: each input
+     keeps its group and consumers see an index map; concat along another axis unites them.
+  8. Flatten of (C, H, W) maps channel i to features [i*H*W, (i+1)*H*W) (``inner`` = H*W).
+  9. Permute and transpose move the channel axis; it is tracked.
+  10. Reductions, indexing, (un)squeeze and expand over other axes shift the channel axis.
+  11. Direct parameters (get_attr: class token, position embedding, layer scale) that meet a
+      channel space elementwise, by concat or as norm weights become members sliced on that dim.
+  12. Model inputs are fixed-channel tensors; the spaces of the model's outputs are frozen.
+  13. Anything not understood (grouped convs, channel split/chunk, matmul of channel-carrying
+      tensors, unknown modules or functions touching channels) freezes the spaces it touches
+      and is recorded as `Unsupported`; a tensor of fixed channels meeting a space freezes it.
+  14. view/reshape keep a space when the channel axis survives or merges with trailing axes;
+      one that splits it (attention heads, channel shuffle) or hard-codes its size is Rule 13.
+  15. Width choices descend from the original width: ``width_step`` steps, else
+      ``width_multipliers``; rounded to multiples of ``width_divisor`` (and of a group norm's
+      channels per group), at least ``min_width``, at most ``max_num_widths`` choices.
+
+Unsupported (frozen and reported; ``strict=True`` raises one error listing them all):
+  - general grouped convolution (1 < groups, not depthwise);
+  - chunk/split along channels and reshapes that split channels (channel shuffle, attention heads);
+  - matmul/einsum/scaled-dot-product attention over channel-carrying tensors;
+  - functional conv/linear/batch-norm with graph weights; unknown modules and functions;
+  - reductions over the channel axis; operands whose channel layouts differ.
+
+Example:
+    >>> import torch.nn as nn, torch
+    >>> from compiler.capture import capture
+    >>> m = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 1))
+    >>> wg = find_width_groups(capture(m, torch.zeros(1, 3, 8, 8)))
+    >>> [(g.name, g.size, g.frozen, g.choices) for g in wg.groups]
+    [('0', 16, False, (16, 8)), ('3', 8, True, (8,))]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from compiler.ir import IRGraph
+from passes._width_layout import HANDLERS
+from passes._width_ops import on_unknown
+from passes._width_rules import State, classify
+from passes.unsupported import Unsupported, raise_if_strict
+
+__all__ = ["GroupingConfig", "Segment", "ChannelUse", "WidthGroup", "WidthGroups",
+           "find_width_groups", "width_choices"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupingConfig:
+    """Width options (Rule 15) and strictness."""
+    max_num_widths: int = 4
+    min_width: int = 8
+    width_step: int | None = None
+    width_multipliers: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    width_divisor: int = 8
+    strict: bool = False
+
+    def __post_init__(self):
+        if self.max_num_widths < 1 or self.min_width < 1 or self.width_divisor < 1:
+            raise ValueError("max_num_widths, min_width and width_divisor must be >= 1")
+        if self.width_step is not None and self.width_step < 1:
+            raise ValueError(f"width_step must be >= 1 or None, got {self.width_step}")
+        if not self.width_multipliers or any(not 0 < m <= 1 for m in self.width_multipliers):
+            raise ValueError(f"width_multipliers must lie in (0, 1], got {self.width_multipliers}")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """``size`` channels of `group` along an axis, each repeated ``inner`` times (Rule 8)."""
+    group: str
+    size: int
+    inner: int = 1
+
+
+@dataclass(frozen=True)
+class ChannelUse:
+    """How a layer or parameter sees channels: its axis `dim` is the concatenation of segments.
+
+    role: ``out`` (producer: weight dim 0 and bias), ``in`` (consumer: weight dim 1),
+    ``dw`` (depthwise: dim 0 of weight and bias), ``norm`` (weight, bias, running stats),
+    ``param`` (a direct parameter, `node` being its get_attr node, sliced on `dim`).
+    """
+    node: str
+    role: str
+    dim: int
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True)
+class WidthGroup:
+    name: str
+    size: int
+    producers: tuple[str, ...]
+    members: tuple[tuple[str, str, int], ...]   # (node, role, offset of this group in its axis)
+    choices: tuple[int, ...]
+    frozen: bool
+    reasons: tuple[str, ...]
+    multiple_of: int = 1
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "size": self.size, "producers": list(self.producers),
+                "members": [list(m) for m in self.members], "choices": list(self.choices),
+                "frozen": self.frozen, "reasons": list(self.reasons),
+                "multiple_of": self.multiple_of}
+
+
+@dataclass(frozen=True)
+class WidthGroups:
+    groups: tuple[WidthGroup, ...]
+    uses: tuple[ChannelUse, ...]
+    unsupported: tuple[Unsupported, ...]
+    config: GroupingConfig = field(default_factory=GroupingConfig)
+
+    @property
+    def elastic(self) -> tuple[WidthGroup, ...]:
+        return tuple(g for g in self.groups if not g.frozen)
+
+    def group(self, name: str) -> WidthGroup:
+        return next(g for g in self.groups if g.name == name)
+
+    def uses_of(self, node: str) -> tuple[ChannelUse, ...]:
+        return tuple(u for u in self.uses if u.node == node)
+
+    def log10_size(self) -> float:
+        return sum(math.log10(len(g.choices)) for g in self.elastic)
+
+    def why(self, node: str) -> list[str]:
+        """Human-readable reasons for how `node`'s channels are grouped or frozen."""
+        lines = [f"{u.role} channels (dim {u.dim}): " + " + ".join(
+            f"{s.group}[{s.size}{'x' + str(s.inner) if s.inner > 1 else ''}]"
+            for s in u.segments) for u in self.uses_of(node)]
+        names = {s.group for u in self.uses_of(node) for s in u.segments}
+        for g in self.groups:
+            if g.name in names:
+                state = "frozen: " + "; ".join(g.reasons) if g.frozen else \
+                    f"elastic, choices {list(g.choices)}"
+                lines.append(f"group {g.name} ({g.size} ch, producers {list(g.producers)}): "
+                             f"{state}")
+        lines += [f"unsupported: {u}" for u in self.unsupported if u.node == node]
+        return lines
+
+    def to_dict(self) -> dict:
+        return {"groups": [g.to_dict() for g in self.groups],
+                "unsupported": [u.to_dict() for u in self.unsupported]}
+
+
+def width_choices(size: int, cfg: GroupingConfig, multiple_of: int = 1) -> tuple[int, ...]:
+    """Rule 15: descending width choices for a group of `size` channels."""
+    unit = math.lcm(cfg.width_divisor, multiple_of)
+    if cfg.width_step is not None:
+        raw = range(size, 0, -cfg.width_step)
+    else:
+        raw = (size * m for m in cfg.width_multipliers)
+    out = [size]
+    for w in raw:
+        w = max(unit, int(w / unit + 0.5) * unit)
+        if w < cfg.min_width or w > size or size % multiple_of or w % multiple_of:
+            continue
+        if w not in out:
+            out.append(w)
+    return tuple(sorted(out, reverse=True)[:cfg.max_num_widths])
+
+
+def find_width_groups(ir: IRGraph, *, cfg: GroupingConfig = GroupingConfig()) -> WidthGroups:
+    """Union the channel spaces of `ir` into width groups (rules in the module docstring)."""
+    st = State(ir)
+    for name in ir.names:
+        node = ir.fx_node(name)
+        st.desc[name] = HANDLERS.get(classify(node, ir), on_unknown)(st, node)
+    raise_if_strict(cfg.strict, "find_width_groups", st.unsupported)
+    return _assemble(st, cfg)
+
+
+def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:
+    order = {n: i for i, n in enumerate(st.ir.names)}
+    by_root: dict[int, list] = {}
+    for node, role, dim, segs in st.uses:
+        offset = 0
+        for seg in segs:
+            by_root.setdefault(st.find(seg.space), []).append((node, role, offset))
+            offset += seg.size * seg.inner
+    names = {r: _group_name(st, r, m) for r, m in by_root.items()}
+    groups = []
+    for r, members in sorted(by_root.items(), key=lambda kv: min(order[m[0]] for m in kv[1])):
+        reasons = tuple(dict.fromkeys(st.frozen.get(r, ())))
+        mult = st.multiple_of.get(r, 1)
+        choices = (st.size[r],) if reasons else width_choices(st.size[r], cfg, mult)
+        members = sorted(set(members), key=lambda m: (order[m[0]], m[1], m[2]))
+        producers = tuple(m[0] for m in members if m[1] == "out")
+        groups.append(WidthGroup(names[r], st.size[r], producers, tuple(members), choices,
+                                 bool(reasons), reasons, mult))
+    uses = tuple(_use(st, names, u) for u in st.uses)
+    return WidthGroups(tuple(groups), uses, tuple(st.unsupported), cfg)
+
+
+def _use(st, names, u) -> ChannelUse:
+    node, role, dim, segs = u
+    return ChannelUse(node, role, dim, tuple(Segment(names[st.find(s.space)], s.size, s.inner)
+                                             for s in segs))
+
+
+def _group_name(st: State, root: int, members) -> str:
+    """The first producer's module path (or fx name); ``input:x`` for model inputs."""
+    order = {n: i for i, n in enumerate(st.ir.names)}
+    producers = sorted((m[0] for m in members if m[1] == "out"), key=order.get)
+    if producers:
+        info = st.ir.info(producers[0])
+        return info.module_path or info.name
+    origin = st.origin[root]
+    info = st.ir.info(origin)
+    prefix = "input:" if info.op == "placeholder" else ""
+    return prefix + (info.module_path or info.name)
+
+
