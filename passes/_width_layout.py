@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from passes._width_ops import HANDLERS_BASE, HINT_FREEZE, TDesc, D, _norm_dim, shape
+from passes._width_ops import HANDLERS_BASE, HINT_FREEZE, ShapeOf, TDesc, D, _norm_dim, shape
 from passes._width_rules import Desc, PDesc, Seg, arg, is_node
 
 HINT_RESHAPE = ("write the reshape with -1 or sizes read from x.shape, or keep that part frozen; "
@@ -177,6 +177,12 @@ def on_split_like(st, node, _=None):  # Rule 13 (channel split) / Rule 10 (other
 def on_getitem(st, node):  # Rule 10
     src, idx = node.args[0], node.args[1]
     d = D(st, src)
+    if isinstance(d, ShapeOf):  # Rule 16: x.shape[k]
+        nd = len(st.ir.info(src.args[0].name).shape)
+        hit = (isinstance(idx, int) and _norm_dim(idx, nd) == d.desc.axis) or isinstance(idx, slice)
+        if hit:
+            st.derived[node.name] = d.desc.segs
+        return None
     if isinstance(d, TDesc):
         return d.items[idx] if isinstance(idx, int) and idx < len(d.items) else None
     if not isinstance(d, Desc):

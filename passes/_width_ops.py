@@ -192,7 +192,10 @@ def on_pad(st, node):  # Rule 4: padding must not touch the channel axis
 
 def on_binary(st, node):  # Rule 6: elementwise ops unite the spaces of their operands
     out = st.ir.info(node.name).shape
-    if out is None:
+    if out is None:  # arithmetic on sizes: carries which channel counts it derives from
+        segs = tuple(s for a in node.all_input_nodes for s in st.derived.get(a.name, ()))
+        if segs:
+            st.derived[node.name] = segs
         return None
     ops = [(a, D(st, a), shape(st, a)) for a in node.args if is_node(a)]
     carriers = [(d, len(out) - len(s)) for _, d, s in ops if isinstance(d, Desc)]
@@ -269,7 +272,25 @@ def on_stack(st, node):
     return _unite_along(st, node, items, descs, out, shift)
 
 
-def on_meta(st, node):  # size(), .shape, dim(): metadata, no channels
+@dataclass(frozen=True)
+class ShapeOf:
+    """The value of ``x.shape`` / ``x.size()`` for a channel-carrying x (Rule 16)."""
+    desc: Desc
+
+
+def on_meta(st, node):  # size(), .shape: metadata; reading the channel count is Rule 16
+    src = node.args[0] if node.args else None
+    d = D(st, src)
+    kind = st.ir.info(node.name).kind
+    if not isinstance(d, Desc) or kind not in ("getattr", "size"):
+        return None
+    if kind == "getattr" and node.args[1] != "shape":
+        return None
+    dim = arg(node, 1, "dim") if kind == "size" else None
+    if dim is None:
+        return ShapeOf(d)
+    if _norm_dim(dim, len(shape(st, src))) == d.axis:
+        st.derived[node.name] = d.segs
     return None
 
 

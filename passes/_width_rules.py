@@ -56,6 +56,7 @@ class State:
         self.params: dict[tuple[str, int], tuple[Seg, ...]] = {}
         self.unsupported: list[Unsupported] = []
         self.multiple_of: dict[int, int] = {}
+        self.derived: dict[str, tuple[Seg, ...]] = {}  # size values derived from channel counts
 
     def new_space(self, size: int, origin: str, frozen: str | None = None) -> Desc:
         self.parent.append(len(self.parent))

@@ -31,6 +31,10 @@ Rules:
       and is recorded as `Unsupported`; a tensor of fixed channels meeting a space freezes it.
   14. view/reshape keep a space when the channel axis survives or merges with trailing axes;
       one that splits it (attention heads, channel shuffle) or hard-codes its size is Rule 13.
+  16. A channel count read at run time (``x.shape[c]``, ``x.size(c)``, arithmetic on them) may
+      only shape a reshape of that same tensor at its channel position; feeding it anywhere
+      else (another tensor's reshape, as attention does with ``C // heads``, a new tensor's
+      size) freezes the spaces it was read from.
   15. Width choices descend from the original width: ``width_step`` steps, else
       ``width_multipliers``; rounded to multiples of ``width_divisor`` (and of a group norm's
       channels per group), at least ``min_width``, at most ``max_num_widths`` choices.
@@ -58,7 +62,7 @@ from dataclasses import dataclass, field
 from compiler.ir import IRGraph
 from passes._width_layout import HANDLERS
 from passes._width_ops import on_unknown
-from passes._width_rules import State, classify
+from passes._width_rules import Desc, State, classify
 from passes.unsupported import Unsupported, raise_if_strict
 
 __all__ = ["GroupingConfig", "Segment", "ChannelUse", "WidthGroup", "WidthGroups",
@@ -186,9 +190,39 @@ def find_width_groups(ir: IRGraph, *, cfg: GroupingConfig = GroupingConfig()) ->
     st = State(ir)
     for name in ir.names:
         node = ir.fx_node(name)
-        st.desc[name] = HANDLERS.get(classify(node, ir), on_unknown)(st, node)
+        kind = classify(node, ir)
+        st.desc[name] = HANDLERS.get(kind, on_unknown)(st, node)
+        _check_size_reads(st, node, kind)
     raise_if_strict(cfg.strict, "find_width_groups", st.unsupported)
     return _assemble(st, cfg)
+
+
+def _check_size_reads(st: State, node, kind: str) -> None:
+    """Rule 16: a channel count read at run time may only reshape its own tensor."""
+    if kind in ("meta", "getitem") or (kind == "binary" and st.ir.info(node.name).shape is None):
+        return
+    reads = [(i, a) for i, a in enumerate(node.args) if getattr(a, "name", None) in st.derived]
+    reads += [(i, a) for i, v in enumerate(node.args) if isinstance(v, (tuple, list))
+              for a in v if getattr(a, "name", None) in st.derived]
+    if not reads:
+        return
+    first = node.args[0] if node.args else None
+    out, src = st.desc.get(node.name), st.desc.get(getattr(first, "name", None))
+    own = {st.find(s.space) for s in getattr(src, "segs", ())}
+    for _, a in reads:
+        segs = st.derived[a.name]
+        if kind == "reshape" and out is not None and own == {st.find(s.space) for s in segs} \
+                and _shape_position(node, a) == out.axis:
+            continue
+        st.freeze(Desc(0, segs), f"its channel count is read at run time and used by "
+                                 f"{st.ir.label(node.name)}")
+
+
+def _shape_position(node, a) -> int | None:
+    rest = node.args[1:]
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        rest = tuple(rest[0])
+    return next((i for i, v in enumerate(rest) if v is a), None)
 
 
 def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:

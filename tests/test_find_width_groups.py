@@ -335,3 +335,48 @@ def test_linear_over_non_channel_axis_passes_channels_through():
     wg, g = groups_of(TokenMix(), 1, 5, 4)
     assert g["a"].producers == ("a",) and not g["a"].frozen
     assert "mix" not in g
+
+
+class SizeReads(nn.Module):
+    """Rule 16: x.size(1) may reshape x itself; used to shape another tensor it freezes x."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 1)
+        self.b = nn.Conv2d(3, 8, 1)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x):
+        y, z = self.a(x), self.b(x)
+        own = y.view(y.size(0), y.size(1), -1).mean(-1)      # keeps "a" elastic
+        other = z.reshape(z.shape[0], z.shape[1] // 2, -1)   # "b" splits itself: Rule 14
+        return self.fc(own) + other.sum() * 0 + torch.zeros(1, y.shape[1])[:, :2]
+
+
+def test_rule_16_channel_count_read_at_run_time():
+    wg, g = groups_of(SizeReads(), 1, 3, 4, 4)
+    assert g["b"].frozen
+    assert g["a"].frozen and any("read at run time" in r for r in g["a"].reasons)
+
+
+def test_rule_16_own_reshape_keeps_group_elastic():
+    class Own(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 1)
+            self.fc = nn.Linear(16, 2)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.fc(y.view(y.size(0), y.size(1), -1).mean(-1))
+
+    wg, g = groups_of(Own(), 1, 3, 4, 4)
+    assert not g["a"].frozen
+
+
+def test_vit_attention_couples_embedding_width_through_shape_reads():
+    from bench.models import vit
+    wg, g = groups_of(vit(num_classes=10, image_size=32, patch_size=8), 2, 3, 32, 32)
+    assert {x.name for x in wg.elastic} == {f"blocks.{i}.mlp.fc1" for i in range(4)}
+    trunk = g["patch_embed"] if "patch_embed" in g else wg.groups[0]
+    assert trunk.frozen

@@ -1,0 +1,74 @@
+"""Capture + all analyses for every zoo model: median of repeated runs, as a table and JSON.
+
+    python -m bench.compile_speed [--repeats 7] [--size 224] [--models resnet50 ...] [--json FILE]
+
+Targets (issue 2): at most 300 ms for ResNet-50 and at most 1 s for every zoo model on the
+2-core reference machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from bench.models import ZOO
+from compiler.pipeline import analyze
+
+TARGET_MS = {"resnet50": 300.0}
+DEFAULT_TARGET_MS = 1000.0
+
+
+def input_shape(name: str, size: int) -> tuple[int, ...]:
+    return (1, 3, size, size)
+
+
+def measure(name: str, size: int, repeats: int) -> dict:
+    model = ZOO[name](num_classes=1000).eval()
+    x = torch.zeros(input_shape(name, size))
+    analyze(model, x)  # warm-up: first-call imports and caches
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a = analyze(model, x)
+        runs.append((time.perf_counter() - t) * 1e3)
+    per_pass = {k: round(v, 2) for k, v in a.timings_ms.items()}
+    s = a.to_dict()["summary"]
+    target = TARGET_MS.get(name, DEFAULT_TARGET_MS)
+    return {"model": name, "input": list(x.shape), "median_ms": round(statistics.median(runs), 2),
+            "min_ms": round(min(runs), 2), "max_ms": round(max(runs), 2), "repeats": repeats,
+            "target_ms": target, "meets_target": statistics.median(runs) <= target,
+            "last_run_ms": per_pass, "nodes": s["nodes"],
+            "elastic_width_groups": s["elastic_width_groups"],
+            "skippable_blocks": s["skippable_blocks"], "unsupported": s["unsupported"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--size", type=int, default=224, help="input resolution (default 224)")
+    p.add_argument("--models", nargs="*", default=list(ZOO))
+    p.add_argument("--json", default="bench/results/compile_speed.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    rows = [measure(name, args.size, args.repeats) for name in args.models]
+    header = f"{'model':<20} {'nodes':>5} {'median ms':>10} {'min':>8} {'max':>8} " \
+             f"{'target':>7} {'ok':>3} {'groups':>6} {'blocks':>6} {'unsup':>5}"
+    print(header)
+    for r in rows:
+        print(f"{r['model']:<20} {r['nodes']:>5} {r['median_ms']:>10.1f} {r['min_ms']:>8.1f} "
+              f"{r['max_ms']:>8.1f} {r['target_ms']:>7.0f} {'yes' if r['meets_target'] else 'NO':>3} "
+              f"{r['elastic_width_groups']:>6} {r['skippable_blocks']:>6} {r['unsupported']:>5}")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "compile_speed", "torch": torch.__version__,
+                               "threads": torch.get_num_threads(), "results": rows}, indent=1))
+    print(f"wrote {out}")
+    return 0 if all(r["meets_target"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""The ``supernet`` command.
+
+    supernet inspect MODEL [--input-shape 1,3,224,224] [--kwargs JSON] [--format text|json|dot]
+                           [--strict] [--why NODE] [-o FILE]
+
+MODEL is ``package.module:factory`` (``bench.models:resnet50``, ``torchvision.models:resnet50``)
+or ``path/to/file.py:factory``; the factory is called with ``--kwargs`` (a JSON object) or with
+no arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["main", "load_model", "parse_shape"]
+
+
+class CLIError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+def load_model(ref: str, kwargs: dict | None = None) -> torch.nn.Module:
+    """Build the model named by ``module:factory`` or ``file.py:factory``."""
+    if ":" not in ref:
+        raise CLIError(f"MODEL must look like 'package.module:factory' or 'file.py:factory', "
+                       f"got {ref!r}")
+    where, name = ref.rsplit(":", 1)
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise CLIError(f"no such file: {where}")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except ImportError as exc:
+        raise CLIError(f"cannot import {where!r}: {exc}. Check the module path and that its "
+                       "package is installed in this environment.") from exc
+    factory = getattr(module, name, None)
+    if factory is None:
+        options = sorted(n for n in dir(module) if not n.startswith("_") and callable(
+            getattr(module, n)))[:20]
+        raise CLIError(f"{where} has no attribute {name!r}; callables there: {options}")
+    try:
+        model = factory(**(kwargs or {}))
+    except TypeError as exc:
+        raise CLIError(f"calling {ref}(**{kwargs or {}}) failed: {exc}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise CLIError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise CLIError(f"--input-shape must be positive integers like 1,3,224,224, got {text!r}")
+    return shape
+
+
+def _parse_kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--kwargs is not valid JSON ({exc}); example: "
+                       "--kwargs '{\"num_classes\": 10}'") from exc
+    if not isinstance(value, dict):
+        raise CLIError("--kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    return value
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="package.module:factory or path/to/file.py:factory")
+    p.add_argument("--kwargs", help="JSON object of factory keyword arguments")
+    p.add_argument("--input-shape", default="1,3,224,224", help="example input shape "
+                   "(default 1,3,224,224)")
+
+
+def _cmd_inspect(args) -> int:
+    from compiler import report
+    from compiler.pipeline import AnalysisConfig, analyze
+
+    model = load_model(args.model, _parse_kwargs(args.kwargs)).eval()
+    shape = parse_shape(args.input_shape)
+    analysis = analyze(model, torch.zeros(shape), cfg=AnalysisConfig(strict=args.strict))
+    if args.why:
+        if args.why not in analysis.ir.names:
+            close = [n for n in analysis.ir.names if args.why in n][:10]
+            raise CLIError(f"no node named {args.why!r}; similar: {close or 'none'} "
+                           "(node names are fx names, as listed by --format json)")
+        text = report.why(analysis, args.why)
+    elif args.format == "json":
+        payload = analysis.to_dict()
+        payload["model"] = args.model
+        text = json.dumps(payload, indent=1)
+    elif args.format == "dot":
+        text = report.to_dot(analysis)
+    else:
+        text = report.to_text(analysis, title=f"{args.model} (input {'x'.join(map(str, shape))})")
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="supernet", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("inspect", help="analyse a model: width groups, blocks, kernels")
+    _add_model_args(p)
+    p.add_argument("--format", choices=("text", "json", "dot"), default="text")
+    p.add_argument("--strict", action="store_true", help="fail on anything unsupported")
+    p.add_argument("--why", metavar="NODE", help="explain how NODE's channels are grouped")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=_cmd_inspect)
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub) -> None:
+    """Commands whose runtime lives elsewhere register themselves here."""
+    try:
+        from runtime.lower.cli import add_bench_parser
+    except ImportError:
+        return
+    add_bench_parser(sub)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"supernet: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # passes raise errors whose messages say what to do
+        from compiler.capture import CaptureError
+        from passes.unsupported import UnsupportedError
+        if isinstance(exc, (CaptureError, UnsupportedError, ValueError)):
+            print(f"supernet: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The pipeline: the only place where passes are put in order.
+
+    analyze(model, example_inputs)  -> Analysis   capture + every analysis pass, timed
+    compile_supernet(model, ...)    -> SuperNetwork   (see passes/emit_supernet.py)
+
+Example:
+    >>> import torch
+    >>> from bench.models import resnet20_cifar
+    >>> a = analyze(resnet20_cifar(num_classes=10), torch.zeros(1, 3, 32, 32))
+    >>> len(a.width_groups.elastic), len(a.blocks.blocks)
+    (12, 6)
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from compiler.capture import capture
+from compiler.ir import IRGraph
+from passes.find_elastic_kernels import ElasticKernels, KernelConfig, find_elastic_kernels
+from passes.find_skippable_blocks import BlockConfig, SkippableBlocks, find_skippable_blocks
+from passes.find_width_groups import GroupingConfig, WidthGroups, find_width_groups
+from passes.unsupported import raise_if_strict
+
+__all__ = ["AnalysisConfig", "Analysis", "analyze", "compile_supernet", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisConfig:
+    width: GroupingConfig = field(default_factory=GroupingConfig)
+    blocks: BlockConfig = field(default_factory=BlockConfig)
+    kernels: KernelConfig = field(default_factory=KernelConfig)
+    leaf_modules: tuple = ()
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the analysis passes found, with their timings in milliseconds."""
+    ir: IRGraph
+    width_groups: WidthGroups
+    blocks: SkippableBlocks
+    kernels: ElasticKernels
+    timings_ms: dict
+
+    @property
+    def unsupported(self):
+        return (*self.width_groups.unsupported, *self.blocks.unsupported,
+                *self.kernels.unsupported)
+
+    def log10_search_space(self) -> float:
+        """log10 of the number of sub-networks: widths x depths x kernels."""
+        depth = sum(math.log10(len(s.blocks) + 1) for s in self.blocks.stages)
+        kernels = sum(math.log10(len(k.choices)) for k in self.kernels.kernels)
+        return self.width_groups.log10_size() + depth + kernels
+
+    def to_dict(self) -> dict:
+        wg = self.width_groups
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": type(self.ir.gm).__name__,
+            "input_shapes": [list(s) for s in self.ir.input_shapes],
+            "summary": {
+                "nodes": len(self.ir),
+                "width_groups": len(wg.groups),
+                "elastic_width_groups": len(wg.elastic),
+                "frozen_width_groups": len(wg.groups) - len(wg.elastic),
+                "stages": len(self.blocks.stages),
+                "skippable_blocks": len(self.blocks.blocks),
+                "elastic_kernels": len(self.kernels.kernels),
+                "unsupported": len(self.unsupported),
+                "log10_search_space": round(self.log10_search_space(), 3),
+            },
+            "width_groups": [g.to_dict() for g in wg.groups],
+            "stages": self.blocks.to_dict()["stages"],
+            "kernels": self.kernels.to_dict()["kernels"],
+            "unsupported": [u.to_dict() for u in self.unsupported],
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+        }
+
+
+def analyze(model: torch.nn.Module, example_inputs, *,
+            cfg: AnalysisConfig = AnalysisConfig()) -> Analysis:
+    """Capture `model` and run every analysis pass; `cfg.strict` raises on anything unsupported."""
+    timings = {}
+    t0 = time.perf_counter()
+    ir = capture(model, example_inputs, leaf_modules=cfg.leaf_modules)
+    t1 = time.perf_counter()
+    timings["capture"] = (t1 - t0) * 1e3
+    wg = find_width_groups(ir, cfg=cfg.width)
+    t2 = time.perf_counter()
+    timings["find_width_groups"] = (t2 - t1) * 1e3
+    blocks = find_skippable_blocks(ir, cfg=cfg.blocks)
+    t3 = time.perf_counter()
+    timings["find_skippable_blocks"] = (t3 - t2) * 1e3
+    kernels = find_elastic_kernels(ir, cfg=cfg.kernels)
+    t4 = time.perf_counter()
+    timings["find_elastic_kernels"] = (t4 - t3) * 1e3
+    timings["total"] = (t4 - t0) * 1e3
+    analysis = Analysis(ir, wg, blocks, kernels, timings)
+    raise_if_strict(cfg.strict or cfg.width.strict, "analyze", analysis.unsupported)
+    return analysis
+
+
+def _keep_blocks(stages, keep) -> tuple:
+    """Stages re-chained from the blocks `keep` accepts (a removed block splits its stage)."""
+    from passes.find_skippable_blocks import Stage
+
+    out = []
+    for stage in stages:
+        runs, run = [], []
+        for b in stage.blocks:
+            if keep(b) and (not run or run[-1].exit == b.entry):
+                run.append(b)
+            else:
+                runs.append(run)
+                run = [b] if keep(b) else []
+        runs.append(run)
+        runs = [r for r in runs if r]
+        out += [Stage(stage.name if len(runs) == 1 else f"{stage.name}.{i}", tuple(r))
+                for i, r in enumerate(runs)]
+    return tuple(out)
+
+
+def _plan(analysis: Analysis, cfg, example_inputs):
+    from passes.emit_supernet import EmitPlan
+
+    ir = analysis.ir
+    frozen_nodes = {n for n in ir.names if any(
+        (ir.info(n).module_path or "").startswith(p) for p in cfg.frozen_modules)}
+    bad = frozen_nodes | {u.node for u in analysis.unsupported}
+    frozen_groups = frozenset(s.group for u in analysis.width_groups.uses
+                              if u.node in frozen_nodes for s in u.segments)
+    names = None if isinstance(cfg.depth, str) else set(cfg.depth)
+    stages = () if cfg.depth == "off" else _keep_blocks(
+        analysis.blocks.stages,
+        lambda b: not (bad & {b.entry, *b.nodes} - {b.entry}) and (names is None or b.name in names))
+    if names is not None:
+        missing = names - {b.name for s in analysis.blocks.stages for b in s.blocks}
+        if missing:
+            found = [b.name for s in analysis.blocks.stages for b in s.blocks]
+            raise ValueError(f"depth lists unknown block(s) {sorted(missing)}; skippable blocks "
+                             f"found: {found}")
+    kernels = dataclasses.replace(analysis.kernels, kernels=tuple(
+        k for k in analysis.kernels.kernels if k.node not in frozen_nodes))
+    shapes, resolutions = _shapes_per_resolution(ir, example_inputs, cfg.resolutions)
+    return EmitPlan(analysis.width_groups, frozen_groups, stages, cfg.min_active_blocks, kernels,
+                    resolutions, shapes)
+
+
+def _shapes_per_resolution(ir: IRGraph, example_inputs, resolutions):
+    """{resolution: {node: shape}}: one capture per extra resolution (meta tensors: cheap)."""
+    base = {n: ir.info(n).shape for n in ir.names}
+    if not resolutions:
+        return {None: base}, (None,)
+    x = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
+    shapes = {}
+    for r in resolutions:
+        if x.dim() < 3:
+            raise ValueError("resolutions need an image-like example input (N, C, H, W)")
+        xr = torch.zeros(*x.shape[:-2], r, r, dtype=x.dtype)
+        try:
+            other = capture(ir.gm, (xr,))
+        except Exception as exc:
+            raise ValueError(f"the model does not run at resolution {r}: {exc}") from exc
+        shapes[r] = {n: other.info(n).shape for n in ir.names}
+    return shapes, tuple(sorted(resolutions, reverse=True))
+
+
+def compile_supernet(model: torch.nn.Module, example_inputs, config=None):
+    """Analyse `model` and rewrite it into an elastic weight-sharing `SuperNetwork`.
+
+    `config` is a `SupernetConfig`, a dict of its fields, or None for the defaults. The model is
+    not modified; the super-network owns a copy of its weights, channels reordered by importance.
+    """
+    from compiler.config import SupernetConfig
+    from passes.emit_supernet import emit_supernet
+    from passes.reorder_channels import reorder_channels
+
+    if config is None:
+        config = SupernetConfig()
+    elif isinstance(config, dict):
+        config = SupernetConfig.from_dict(config)
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    analysis = analyze(model, example_inputs, cfg=AnalysisConfig(
+        width=config.grouping(), kernels=config.kernel_config(), strict=config.strict))
+    plan = _plan(analysis, config, example_inputs)
+    gm = reorder_channels(analysis.ir.gm, analysis.width_groups) if config.reorder else \
+        copy.deepcopy(analysis.ir.gm)
+    meta = {"model": type(model).__name__, "config": config.to_dict(),
+            "input_shapes": [list(s) for s in analysis.ir.input_shapes],
+            "unsupported": [u.to_dict() for u in analysis.unsupported]}
+    return emit_supernet(gm, plan, meta=meta)

@@ -1,0 +1,264 @@
+"""emit_supernet: rewrite an analysed GraphModule into an elastic weight-sharing `SuperNetwork`.
+
+Rules:
+  1. Each elastic width group (not frozen, more than one choice) becomes a ``width:<group>``
+     dimension; frozen groups appear in channel maps as fixed segments (group ``None``).
+  2. Every conv, linear and batch/layer/group norm module with an elastic channel map, and every
+     conv with an elastic kernel, is replaced by its elastic wrapper, which holds the original
+     module (shared parameters). Layers whose channels are all fixed stay the original module.
+  3. A direct parameter (``get_attr``) with an elastic map becomes an `ElasticParameter` module
+     ``_elastic_params.<target>`` holding the same Parameter, called where the get_attr was.
+  4. ``F.layer_norm`` with an elastic map reads its ``normalized_shape`` from its input
+     (``x.shape[-1:]``) instead of the traced constant.
+  5. Each skippable block of a kept stage is outlined into a sub-GraphModule with one input and
+     called through a `SkipBlock` at ``_blocks.<block name>``, so a skipped block is not
+     executed at all; its stage becomes a ``depth:<stage>`` dimension with choices
+     ``n, n-1, ..., min_active_blocks`` (configurations skip a suffix).
+  6. Each elastic kernel becomes a ``kernel:<module path>`` dimension; each input resolution
+     choice (if more than one) a ``resolution`` dimension.
+  7. MACs data (``out_spatial``) comes from the IR's shapes at each resolution: no forward pass.
+  8. The input module is not modified: the caller passes a copy it owns (`reorder_channels`
+     returns one), and this pass rewrites that copy only.
+
+Unsupported:
+  - A module called at several nodes with different channel maps: ValueError naming it.
+
+Example:
+    >>> import torch
+    >>> from compiler.pipeline import compile_supernet
+    >>> from bench.models import resnet20_cifar
+    >>> net = compile_supernet(resnet20_cifar(num_classes=10).eval(), torch.zeros(1, 3, 32, 32))
+    >>> net.space.size > 10**6
+    True
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from passes.find_elastic_kernels import ElasticKernels
+from passes.find_skippable_blocks import Stage
+from passes.find_width_groups import WidthGroups
+from runtime.elastic import (Bindings, DepthBinding, Dimension, ElasticParameter, KernelBinding,
+                             OpBinding, SearchSpace, Segment, SkipBlock, SuperNetwork, wrap)
+
+__all__ = ["EmitPlan", "emit_supernet"]
+
+
+@dataclass(frozen=True)
+class EmitPlan:
+    """What to make elastic: decided by the pipeline from the analyses and the user's config."""
+    width_groups: WidthGroups
+    frozen_groups: frozenset[str]
+    stages: tuple[Stage, ...]
+    min_active_blocks: int
+    kernels: ElasticKernels
+    resolutions: tuple[int, ...]
+    shapes: dict  # resolution -> {node name: output shape}
+
+
+def _dim(group: str) -> str:
+    return f"width:{group}"
+
+
+def _maps(plan: EmitPlan) -> dict[str, dict]:
+    """{node: {"in"/"out": channel map, "dim": param dim}} for nodes with an elastic map."""
+    elastic = {g.name for g in plan.width_groups.groups if not g.frozen and len(g.choices) > 1
+               and g.name not in plan.frozen_groups}  # Rule 1
+    maps: dict[str, dict] = {}
+    for use in plan.width_groups.uses:
+        segs = tuple(Segment(_dim(s.group) if s.group in elastic else None, s.size, s.inner)
+                     for s in use.segments)
+        if all(s.group is None for s in segs):
+            continue
+        entry = maps.setdefault(use.node, {"dim": use.dim})
+        entry["in" if use.role == "in" else "out"] = segs
+        if use.role == "dw":
+            entry["in"] = segs
+    return maps
+
+
+def _set_module(gm: fx.GraphModule, path: str, module: torch.nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, name, module)
+
+
+def _wrap_modules(gm, maps, kernel_choices, renamed) -> dict[int, tuple]:
+    """Rules 2-4; returns {id(elastic op): (in_map, out_map)}, recording node renames."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    bound: dict[str, tuple] = {}
+    params: dict[int, tuple] = {}
+    for name, m in maps.items():
+        node = nodes[name]
+        if node.op == "call_module":
+            key = (m.get("in"), m.get("out"))
+            if bound.setdefault(node.target, key) != key:
+                raise ValueError(f"module {node.target} is called at several places with "
+                                 "different channel maps; list it in frozen_modules")
+        elif node.op == "get_attr":
+            op, renamed[name] = _elastic_param(gm, node, m["dim"])
+            params[id(op)] = (None, m["out"])
+        elif node.target is F.layer_norm:
+            renamed[f"{name}:before"] = _dynamic_layer_norm_shape(gm.graph, node)
+    for path in set(bound) | set(kernel_choices):
+        _set_module(gm, path, wrap(gm.get_submodule(path), kernel_choices.get(path)))
+    ops = {id(gm.get_submodule(p)): bound.get(p, (None, None))
+           for p in set(bound) | set(kernel_choices)}
+    return {**ops, **params}
+
+
+def _elastic_param(gm: fx.GraphModule, node: fx.Node, dim: int) -> tuple[ElasticParameter, str]:
+    """Rule 3: the get_attr becomes a call of an ElasticParameter sharing the tensor."""
+    if "_elastic_params" not in gm._modules:
+        gm.add_module("_elastic_params", torch.nn.Module())
+    holder, leaf = gm._elastic_params, node.target.replace(".", "_")
+    if leaf not in holder._modules:
+        holder.add_module(leaf, ElasticParameter(_fetch(gm, node.target), dim))
+    with gm.graph.inserting_before(node):
+        call = gm.graph.call_module(f"_elastic_params.{leaf}")
+    node.replace_all_uses_with(call)
+    gm.graph.erase_node(node)
+    return holder._modules[leaf], call.name
+
+
+def _fetch(gm, target: str) -> torch.Tensor:
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _dynamic_layer_norm_shape(graph: fx.Graph, node: fx.Node) -> tuple[str, str]:
+    """Rule 4: normalized_shape = x.shape[-k:] instead of the traced constant."""
+    ns = node.args[1] if len(node.args) > 1 else node.kwargs["normalized_shape"]
+    k = 1 if isinstance(ns, int) else len(ns)
+    with graph.inserting_before(node):
+        shape = graph.call_function(getattr, (node.args[0], "shape"))
+        dyn = graph.call_function(operator.getitem, (shape, slice(-k, None)))
+    if len(node.args) > 1:
+        node.update_arg(1, dyn)
+    else:
+        node.update_kwarg("normalized_shape", dyn)
+    return shape.name, dyn.name
+
+
+def _outline(gm: fx.GraphModule, block, path: str, renamed: dict[str, str]) -> None:
+    """Rule 5: move `block`'s nodes into a sub-GraphModule called through a SkipBlock.
+
+    `renamed` maps IR node names to the nodes that replaced them (earlier blocks' calls,
+    ElasticParameter calls, Rule 4's shape reads, listed under the node they precede)."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    entry = nodes[renamed.get(block.entry, block.entry)]
+    wanted = set()
+    for name in block.nodes:
+        wanted.update(renamed.get(f"{name}:before", ()))
+        wanted.add(renamed.get(name, name))
+    inside = [n for n in gm.graph.nodes if n.name in wanted]
+    sub = fx.Graph()
+    env = {entry: sub.placeholder("x")}
+    for n in inside:
+        env[n] = sub.node_copy(n, lambda a: env[a] if a in env else _rematerialize(sub, a))
+    exit_ = nodes[renamed.get(block.exit, block.exit)]
+    sub.output(env[exit_])
+    gm.add_submodule(path, SkipBlock(fx.GraphModule(gm, sub, class_name="Block")))
+    with gm.graph.inserting_after(exit_):
+        call = gm.graph.call_module(path, (entry,))
+    exit_.replace_all_uses_with(call)
+    call.update_arg(0, entry)
+    for n in reversed(inside):
+        gm.graph.erase_node(n)
+    renamed[block.exit] = call.name
+
+
+def _rematerialize(sub: fx.Graph, node: fx.Node) -> fx.Node:
+    """A constant the block reads from outside (a parameter) is re-read inside the block."""
+    if node.op == "get_attr" or (node.op == "call_module" and not node.all_input_nodes):
+        return sub.create_node(node.op, node.target, (), {})
+    raise ValueError(f"skippable block reads {node.name} from outside its entry; this is a bug "
+                     "in find_skippable_blocks, please report it")
+
+
+def _spatial(shape: tuple, is_conv: bool) -> int:
+    """Rule 7: output positions per sample (H*W for a conv, tokens for a linear)."""
+    return math.prod(shape[2:]) if is_conv else math.prod(shape[1:-1])
+
+
+def _mac_layers(gm: fx.GraphModule) -> dict[int, tuple[list[str], bool]]:
+    """{id(original conv/linear module): (fx node names calling it, is_conv)} before rewriting."""
+    out: dict[int, tuple[list[str], bool]] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        mod = gm.get_submodule(node.target)
+        if isinstance(mod, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+            out.setdefault(id(mod), ([], not isinstance(mod, torch.nn.Linear)))[0].append(node.name)
+    return out
+
+
+def _bindings(gm, plan, elastic_ops, mac_layers, kernel_dims, stage_paths) -> Bindings:
+    """Rules 6-7: every binding by the module's final path in the rewritten graph."""
+    ops, spatial, kernels = [], {}, []
+    res = plan.resolutions if len(plan.resolutions) > 1 else (None,)
+    inner = {id(m.module) for m in gm.modules() if hasattr(m, "module") and id(m) in elastic_ops}
+    for path, mod in gm.named_modules():
+        if id(mod) in inner:
+            continue
+        if id(mod) in elastic_ops and any(elastic_ops[id(mod)]):
+            ops.append(OpBinding(path, *elastic_ops[id(mod)]))
+        original = getattr(mod, "module", mod) if id(mod) in elastic_ops else mod
+        if id(original) in mac_layers:
+            names, is_conv = mac_layers[id(original)]
+            spatial[path] = {r: sum(_spatial(plan.shapes[r if r is not None else plan.resolutions[0]][n], is_conv)
+                                    for n in names) for r in res}
+        if id(original) in kernel_dims:
+            kernels.append(KernelBinding(kernel_dims[id(original)], (path,)))
+    return Bindings(ops=ops, kernels=kernels,
+                    depths=[DepthBinding(d, p) for d, p in stage_paths.items()],
+                    resolution="resolution" if len(plan.resolutions) > 1 else None,
+                    out_spatial=spatial)
+
+
+def _space(plan: EmitPlan, kernel_dims: dict, stage_paths: dict) -> SearchSpace:
+    dims = [Dimension(_dim(g.name), "width", g.choices) for g in plan.width_groups.groups
+            if not g.frozen and len(g.choices) > 1 and g.name not in plan.frozen_groups]
+    for dim, paths in stage_paths.items():
+        low = min(plan.min_active_blocks, len(paths))
+        dims.append(Dimension(dim, "depth", tuple(range(len(paths), low - 1, -1))))
+    kchoices = {f"kernel:{k.module_path}": k.choices for k in plan.kernels.kernels}
+    dims += [Dimension(d, "kernel", kchoices[d]) for d in kernel_dims.values()]
+    if len(plan.resolutions) > 1:
+        dims.append(Dimension("resolution", "resolution",
+                              tuple(sorted(plan.resolutions, reverse=True))))
+    return SearchSpace(dims)
+
+
+def _block_path(name: str) -> str:
+    return "_blocks." + name.replace(".", "_")
+
+
+def emit_supernet(gm: fx.GraphModule, plan: EmitPlan, *, meta: dict | None = None) -> SuperNetwork:
+    """Rewrite `gm` (a copy the caller owns, Rule 8) into a SuperNetwork following `plan`."""
+    mac_layers = _mac_layers(gm)
+    kernel_choices = {k.module_path: k.choices for k in plan.kernels.kernels}
+    kernel_dims = {id(gm.get_submodule(p)): f"kernel:{p}" for p in kernel_choices}
+    renamed: dict = {}
+    elastic_ops = _wrap_modules(gm, _maps(plan), kernel_choices, renamed)
+    if "_blocks" not in gm._modules and plan.stages:
+        gm.add_module("_blocks", torch.nn.Module())
+    stage_paths = {}
+    for stage in plan.stages:
+        paths = [_block_path(b.name) for b in stage.blocks]
+        for block, path in zip(stage.blocks, paths):
+            _outline(gm, block, path, renamed)
+        stage_paths[f"depth:{stage.name}"] = tuple(paths)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    space = _space(plan, {k: v for k, v in kernel_dims.items()}, stage_paths)
+    bindings = _bindings(gm, plan, elastic_ops, mac_layers, kernel_dims, stage_paths)
+    return SuperNetwork(gm, space, bindings, dict(meta or {}))

@@ -1,0 +1,453 @@
+"""Find the blocks a sub-network may skip: single-entry single-exit, shape-preserving regions.
+
+Skipping a block is exactly replacing it by identity (DESIGN invariant 3). Blocks chained one
+after another (exit of one == entry of the next) form a stage; configurations skip a suffix.
+
+Rules:
+  1. Units. A conv/linear with its following norm and activation, a norm with its following
+     activation, and an add/sub/mul/cat merge with its following activation are one unit when each
+     link is the sole user of the previous node. A block never starts or ends inside a unit, so a
+     residual block ends after the ReLU that follows its add. Norms: BatchNorm*, SyncBatchNorm,
+     LayerNorm, GroupNorm, F.batch_norm/layer_norm/group_norm. Activations: ReLU, ReLU6, SiLU,
+     GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh, LeakyReLU, ELU, Mish (modules, functions,
+     methods).
+  2. Side nodes. Nodes with non-tensor values (``size``, ``.shape``, ``dim``, their arithmetic,
+     ``_assert``) and nodes not computed from the inputs (``get_attr``, constants) carry no data
+     flow for Rule 3: ``x.size(0)`` never breaks single-entry/single-exit.
+  3. Trunk points. Unit outputs (and model inputs) that every path from the inputs to the output
+     passes through: the dominators of the output, from a virtual source over the inputs.
+  4. Candidates. For each trunk point a, the nearest later trunk point b with a's shape and dtype
+     such that the region (a, b] (what a dominates and b does not strictly dominate) holds a
+     parametric op: a conv/linear module or function, a matmul with a parameter, or another leaf
+     module with parameters that is no norm or activation (nn.MultiheadAttention, nn.LSTM).
+  5. Innermost. A candidate containing another is discarded (so are unions of smaller blocks);
+     overlaps are resolved left to right (Rule 11 applies first).
+  6. Layout tail. When only layout ops (view, reshape, permute, transpose, contiguous, flatten, ...)
+     follow b up to a trunk point b' with a's shape and dtype (a channel shuffle), the block
+     extends to b', so that the next block chains onto it.
+  7. Single entry, single exit. No body node uses a tensor from outside but a, and no body node but
+     b is used outside. A side node belongs to the block when its users are all inside and its
+     sources are inside or a (``a.size(0)`` used inside; a dead-end side node on a alone belongs to
+     the block starting at a). One computed inside (not from b alone) and used outside breaks the
+     block (recorded). Non-tensor values and constants from outside may be used inside.
+  8. A body node writing in place into a value from outside the body (the entry, a view of it, a
+     buffer) breaks the block (recorded): identity would not equal skipping it.
+  9. A leaf module from outside torch.nn returning several outputs is recorded; no block holds it.
+  10. ``residual``: b follows without parametric ops from an add/sub/cat that a reaches both
+     without and through parametric ops (x + f(x); cat(x1, f(x2)) with x1, x2 = x.chunk(2)), or
+     from an add/sub whose operands fork at a (proj(x) + f(x)).
+  11. With ``cfg.residual_only`` (the default) only residual blocks are kept: removing a residual
+     branch is what trained residual networks tolerate; removing a plain layer is not.
+  12. Stages: maximal chains of blocks (blocks[i].exit == blocks[i + 1].entry), in fx order.
+  13. Names: the common dotted module path of the nodes inside (their ``nn_module_stack``); if two
+     blocks share it, ``prefix[first_child..last_child]``; else ``<entry>..<exit>``. Stages
+     likewise from their blocks' names, else ``stage<i>``.
+  14. An add/sub of two computed tensors off the trunk (in a parallel branch, or nested in a
+     block's body) is recorded: blocks there are not searched for.
+
+Unsupported:
+  - In-place writes into the entry or any value from outside the body (Rule 8): not a block.
+  - Side values computed inside a region and used outside it (Rule 7): not a block.
+  - Leaf modules outside torch.nn with several outputs (Rule 9): no block contains them.
+  - Blocks inside parallel branches of multi-tower models, or nested in another block's body: not
+    found, only trunk blocks are; their residual adds are recorded (Rule 14).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from compiler.capture import capture
+    >>> class Res(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.conv = nn.Conv2d(4, 4, 3, padding=1)
+    ...     def forward(self, x):
+    ...         return torch.relu(x + self.conv(x))
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 1), Res(), Res())
+    >>> found = find_skippable_blocks(capture(net, (torch.randn(1, 3, 8, 8),)))
+    >>> [(b.name, b.entry, b.exit, b.residual) for b in found.blocks]
+    [('1', '_0', 'relu', True), ('2', 'relu', 'relu_1', True)]
+    >>> [s.name for s in found.stages], found.unsupported
+    (['stage0'], ())
+"""
+from __future__ import annotations
+
+import bisect
+import functools
+import inspect
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import networkx as nx
+import torch.fx as fx
+
+from compiler.ir import IRGraph, NodeInfo
+from passes.unsupported import Unsupported, raise_if_strict
+
+__all__ = ["BlockConfig", "SkippableBlock", "Stage", "SkippableBlocks", "find_skippable_blocks"]
+
+_NORMS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm", "GroupNorm",
+          "batch_norm", "layer_norm", "group_norm"}
+_ACTS = {"ReLU", "ReLU6", "SiLU", "GELU", "Hardswish", "Hardsigmoid", "Sigmoid", "Tanh",
+         "LeakyReLU", "ELU", "Mish", "PReLU", "relu", "relu_", "relu6", "silu", "gelu", "hardswish",
+         "hardsigmoid", "sigmoid", "sigmoid_", "tanh", "tanh_", "leaky_relu", "leaky_relu_", "elu",
+         "elu_", "mish", "hardtanh", "hardtanh_"}
+_PARAM_FUNCS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                "conv_transpose3d", "linear", "bilinear"}
+_MATMULS = {"matmul", "mm", "bmm", "addmm", "einsum"}
+_ADDITIVE = {"add", "sub", "iadd", "isub", "add_", "sub_"}
+_CATS = {"cat", "concat", "concatenate"}
+_MERGES = _ADDITIVE | _CATS | {"mul", "imul", "mul_"}
+_LAYOUT = {"view", "reshape", "permute", "transpose", "contiguous", "flatten", "unflatten",
+           "squeeze", "unsqueeze", "t", "movedim", "Flatten", "Unflatten", "Identity"}
+_VIEWS = _LAYOUT | {"getitem", "expand", "expand_as", "view_as", "narrow", "select", "chunk",
+                    "split", "unbind", "detach", "as_strided"}
+_INPLACE_FUNCS = {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "iand", "ior",
+                  "ixor", "ilshift", "irshift", "imatmul", "setitem"}
+_SOURCE = ("<source>",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockConfig:
+    """``residual_only``: Rule 11. ``strict``: raise `UnsupportedError` instead of recording."""
+
+    residual_only: bool = True
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class SkippableBlock:
+    """A region skipping which equals identity. ``nodes``: fx order, without entry, with exit."""
+
+    name: str
+    entry: str
+    exit: str
+    nodes: tuple[str, ...]
+    residual: bool
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "entry": self.entry, "exit": self.exit,
+                "nodes": list(self.nodes), "residual": self.residual}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Chained blocks: ``blocks[i].exit == blocks[i + 1].entry``."""
+
+    name: str
+    blocks: tuple[SkippableBlock, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "blocks": [b.to_dict() for b in self.blocks]}
+
+
+@dataclass(frozen=True)
+class SkippableBlocks:
+    stages: tuple[Stage, ...] = ()
+    unsupported: tuple[Unsupported, ...] = ()
+
+    @property
+    def blocks(self) -> tuple[SkippableBlock, ...]:
+        return tuple(b for s in self.stages for b in s.blocks)
+
+    def to_dict(self) -> dict:
+        return {"stages": [s.to_dict() for s in self.stages],
+                "unsupported": [u.to_dict() for u in self.unsupported]}
+
+
+class _Ctx:
+    """What the rules share: tensor nodes, dominators, trunk points, regions, side links."""
+
+    def __init__(self, ir: IRGraph):
+        self.ir, self.order = ir, {n: i for i, n in enumerate(ir.names)}
+        self.params = {n for n in ir.names if _is_param(ir, n)}
+        self.tensor = set(ir.placeholders)  # Rule 2: tensors computed from the inputs, and output
+        for name, info in zip(ir.names, ir):
+            if (info.shape is not None or info.tuple_shapes is not None or info.op == "output") \
+                    and info.op != "get_attr" and any(i in self.tensor for i in ir.inputs(name)):
+                self.tensor.add(name)
+        self.src: dict[str, frozenset] = {}  # Rule 2: side node -> tensor nodes it comes from
+        self.usr: dict[str, frozenset] = {}  # Rule 2: side node -> tensor nodes using it
+        self.touch: dict[str, list[str]] = defaultdict(list)
+        self.multi_leaves: set[str] = set()
+        self.idom, self.trunk, self.seg, self.buckets = {}, [], {}, []
+
+
+def _is(info: NodeInfo, kinds: set) -> bool:
+    return info.op in ("call_module", "call_function", "call_method") and info.kind in kinds
+
+
+def _is_param(ir: IRGraph, name: str) -> bool:
+    info = ir.info(name)  # Rule 4
+    if info.op == "call_module":
+        module = ir.module(info.target)
+        return not _is(info, _NORMS | _ACTS) and any(True for _ in module.parameters())
+    return info.op == "call_function" and (info.kind in _PARAM_FUNCS or (
+        info.kind in _MATMULS and any(ir.info(i).op == "get_attr" for i in ir.inputs(name))))
+
+
+def _unit_interior(ctx: _Ctx) -> set[str]:
+    """Rule 1: the nodes of a unit other than its last one."""
+    ir, interior = ctx.ir, set()
+    for name in ir.names:
+        if name in ctx.params and ir.info(name).op != "call_method":
+            follow = [_NORMS, _ACTS]
+        elif _is(ir.info(name), _NORMS | _MERGES):
+            follow = [_ACTS]
+        else:
+            continue
+        cur = ir.fx_node(name)
+        for kinds in follow:
+            nxt = next(iter(cur.users)) if len(cur.users) == 1 else None
+            if nxt is not None and nxt.args and nxt.args[0] is cur \
+                    and _is(ir.info(nxt.name), kinds):
+                interior.add(cur.name)
+                cur = nxt
+    return interior
+
+
+def _build(ir: IRGraph) -> _Ctx:
+    """Rules 2-4: dominators, trunk points, and the region of each node."""
+    ctx = _Ctx(ir)
+    g = nx.DiGraph()
+    g.add_edges_from((_SOURCE, p) for p in ir.placeholders)
+    g.add_edges_from((i, n) for n in ctx.tensor for i in ir.inputs(n) if i in ctx.tensor)
+    ctx.idom = nx.immediate_dominators(g, _SOURCE)
+    chain, cur, interior = [], ctx.idom.get(ir.output, _SOURCE), _unit_interior(ctx)
+    while cur != _SOURCE:
+        chain.append(cur)
+        cur = ctx.idom[cur]
+    ctx.trunk = [n for n in reversed(chain) if n not in interior and ir.info(n).shape is not None]
+    index = {n: i for i, n in enumerate(ctx.trunk)}
+    ctx.buckets = [[] for _ in ctx.trunk]
+    for name in ir.names:
+        if name in ctx.idom:  # Rule 4: region k holds what t_k is the nearest trunk dominator of
+            d = ctx.idom[name]
+            ctx.seg[name] = index[d] if d in index else ctx.seg.get(d, -1)
+            if ctx.seg[name] >= 0:
+                ctx.buckets[ctx.seg[name]].append(name)
+    for name in ir.names:
+        if name not in ctx.tensor:
+            ctx.src[name] = frozenset().union(
+                *[{i} if i in ctx.tensor else ctx.src[i] for i in ir.inputs(name)])
+    for name in reversed(ir.names):
+        if name not in ctx.tensor:
+            ctx.usr[name] = frozenset().union(
+                *[{u} if u in ctx.tensor else ctx.usr[u] for u in ir.users(name)])
+            for t in ctx.src[name] | ctx.usr[name]:
+                ctx.touch[t].append(name)
+    return ctx
+
+
+def _candidates(ctx: _Ctx) -> list[tuple[int, int]]:
+    """Rules 4-5: innermost (a, b) trunk indices, in order of a."""
+    keys = [(ctx.ir.info(t).shape, ctx.ir.info(t).dtype) for t in ctx.trunk]
+    where, next_param = defaultdict(list), [len(keys)] * len(keys)
+    for i, key in enumerate(keys):
+        where[key].append(i)
+    for k in range(len(keys) - 1, -1, -1):
+        has = any(n in ctx.params for n in ctx.buckets[k])
+        next_param[k] = k if has else (next_param[k + 1] if k + 1 < len(keys) else len(keys))
+    cands = []
+    for a, key in enumerate(keys):
+        j = bisect.bisect_left(where[key], next_param[a] + 1)
+        if j < len(where[key]):
+            cands.append((a, where[key][j]))
+    keep, min_exit = [], len(keys)
+    for a, b in reversed(cands):  # Rule 5: entries are unique, so containment is b >= min_exit
+        if b < min_exit:
+            keep.append((a, b))
+        min_exit = min(min_exit, b)
+    return keep[::-1]
+
+
+def _layout_tail(ctx: _Ctx, a: int, b: int, entries: set[int]) -> int:
+    """Rule 6: the exit after absorbing a layout-only tail back to a's shape and dtype."""
+    info = ctx.ir.info(ctx.trunk[a])
+    for k in range(b, len(ctx.trunk) - 1):
+        if (k > b and k in entries) or not all(_is(ctx.ir.info(n), _LAYOUT)
+                                                for n in ctx.buckets[k]):
+            return b
+        nxt = ctx.ir.info(ctx.trunk[k + 1])
+        if (nxt.shape, nxt.dtype) == (info.shape, info.dtype):
+            return k + 1
+    return b
+
+
+_signature = functools.lru_cache(maxsize=None)(inspect.signature)
+
+
+def _writes_into(ir: IRGraph, name: str, body: set[str]) -> str | None:
+    """Rule 8: the tensor whose storage this node writes (following views back), if any."""
+    node, kind = ir.fx_node(name), ir.info(name).kind
+    arg = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    if arg is None or node.op not in ("call_module", "call_method", "call_function"):
+        return None
+    if node.op == "call_module":
+        hit = getattr(ir.module(node.target), "inplace", False) is True
+    else:
+        hit = kind in _INPLACE_FUNCS or (kind.endswith("_") and not kind.startswith("_")
+                                         and kind != "requires_grad_")
+    if not hit and node.op == "call_function":
+        try:  # F.relu(x, inplace=True), F.relu(x, True)
+            hit = _signature(node.target).bind(*node.args, **node.kwargs) \
+                .arguments.get("inplace") is True
+        except (TypeError, ValueError):
+            pass
+    while hit and arg.name in body and _is(ir.info(arg.name), _VIEWS) and arg.args \
+            and isinstance(arg.args[0], fx.Node):
+        arg = arg.args[0]
+    return arg.name if hit else None
+
+
+def _check(ctx: _Ctx, a: str, b: str, body: set[str]) -> tuple[list[str], Unsupported | None]:
+    """Rules 7-8: the side nodes the block owns, or why it is not a block."""
+    ir, where, ordered = ctx.ir, f"{a}..{b}", sorted(body, key=ctx.order.get)
+    for v in ordered:
+        outside = [i for i in ir.inputs(v) if i in ctx.tensor and i not in body and i != a]
+        outside += [u for u in ir.users(v) if v != b and u in ctx.tensor and u not in body]
+        if outside:
+            return [], _leak(ir, v, outside[0], where)
+        root = _writes_into(ir, v, body)
+        if root is not None and root not in body:
+            return [], Unsupported(v, "Rule 8", (
+                f"{ir.label(v)} writes in place into {root}, from outside the region {where}: "
+                "skipping the region would not equal identity"),
+                "use the out-of-place op (x = x + y, inplace=False) on the block input")
+    members = []
+    for s in dict.fromkeys(s for v in [a, *ordered] for s in ctx.touch[v]):
+        src, usr = ctx.src[s], ctx.usr[s]
+        if usr and not usr <= body:
+            if src & (body - {b}):
+                return [], _leak(ir, s, min(usr - body, key=ctx.order.get), where)
+        elif (usr or src) and src <= body | {a} and not (src and src <= {b}):
+            members.append(s)
+    return members, None
+
+
+def _leak(ir: IRGraph, inside: str, outside: str, where: str) -> Unsupported:
+    return Unsupported(inside, "Rule 7", (
+        f"{ir.label(inside)} links the region {where} to {ir.label(outside)} outside it: "
+        "the region has no single entry and exit, so it is not a skippable block"),
+        "compute that value from the block input or output, or move it into the block")
+
+
+def _reach(ir: IRGraph, start: str, body: set[str], step, skip: set[str]) -> set[str]:
+    """Body nodes reached from `start` along `step` (users or inputs) avoiding `skip`."""
+    seen, todo = {start}, [start]
+    while todo:
+        for n in step(todo.pop()):
+            if n in body and n not in skip and n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return seen
+
+
+def _residual(ctx: _Ctx, a: str, b: str, body: set[str]) -> bool:
+    """Rule 10: a merge from which b follows without parametric ops, fed by a bypass of a."""
+    if b in ctx.params:
+        return False
+    bypass = _reach(ctx.ir, a, body, ctx.ir.users, ctx.params)
+    for m in _reach(ctx.ir, b, body, ctx.ir.inputs, ctx.params):
+        ins = {i for i in ctx.ir.inputs(m) if i in ctx.tensor}
+        if _is(ctx.ir.info(m), _ADDITIVE | _CATS) and ins & bypass and ins - bypass:
+            return True
+        if _is(ctx.ir.info(m), _ADDITIVE) and len(ins) >= 2 and ctx.idom[m] == a:
+            return True
+    return False
+
+
+def _unsupported_nodes(ctx: _Ctx) -> list[Unsupported]:
+    """Rules 9 and 14, recorded whatever the candidates."""
+    on_trunk, cur, out = set(), ctx.ir.output, []
+    while cur in ctx.idom and cur != _SOURCE:
+        cur = ctx.idom[cur]
+        on_trunk.add(cur)
+    for v in ctx.ir.names:
+        info = ctx.ir.info(v)
+        if info.op == "call_module" and info.tuple_shapes is not None \
+                and not type(ctx.ir.module(info.target)).__module__.startswith("torch.nn"):
+            ctx.multi_leaves.add(v)
+            out.append(Unsupported(v, "Rule 9", (
+                f"{info.describe()} is a leaf module with {len(info.tuple_shapes)} outputs: "
+                "whether it aliases or keeps state is unknown, so no block contains it"),
+                "let capture trace into it (drop it from leaf_modules) or return one tensor"))
+        elif v in ctx.idom and _is(info, _ADDITIVE) and v not in on_trunk \
+                and len({i for i in ctx.ir.inputs(v) if i in ctx.tensor}) >= 2:
+            out.append(Unsupported(v, "Rule 14", (
+                f"{ctx.ir.label(v)} joins two paths from {ctx.idom[v]} off the trunk (in a parallel "
+                "branch or a block's body): residual blocks there are not searched for"),
+                "only regions every input-to-output path passes through can be skipped"))
+    return out
+
+
+def _scope(ir: IRGraph, name: str) -> str:
+    stack = ir.fx_node(name).meta.get("nn_module_stack")
+    if stack:
+        last = next(reversed(stack.values()))
+        return str(last[0] if isinstance(last, tuple) else last)
+    info = ir.info(name)
+    return info.target.rpartition(".")[0] if info.op == "get_attr" else info.module_path or ""
+
+
+def _common_prefix(paths: list[str]) -> str:
+    return ".".join(os.path.commonprefix([p.split(".") if p else [] for p in paths]))
+
+
+def _unique_names(prefixes: list[str], scopes: list[list[str]], fallbacks: list[str]) -> list[str]:
+    """Rule 13: the prefix; ``prefix[first..last]`` child when shared; else the fallback."""
+    counts, names = Counter(prefixes), []
+    for prefix, paths, fallback in zip(prefixes, scopes, fallbacks):
+        kids = [p[len(prefix) + 1:].split(".")[0] for p in paths if p.startswith(prefix + ".")]
+        if prefix and counts[prefix] == 1:
+            names.append(prefix)
+        elif prefix and kids:
+            span = kids[0] if kids[0] == kids[-1] else f"{kids[0]}..{kids[-1]}"
+            names.append(f"{prefix}[{span}]")
+        else:
+            names.append(fallback)
+    again = Counter(names)
+    return [n if again[n] == 1 else f for n, f in zip(names, fallbacks)]
+
+
+def _stages(ctx: _Ctx, raw: list[tuple[str, str, tuple[str, ...], bool]]) -> tuple[Stage, ...]:
+    """Rules 12-13: name the blocks, then chain them into stages."""
+    scopes = [[_scope(ctx.ir, n) for n in nodes] for _, _, nodes, _ in raw]
+    prefixes = [_common_prefix(s) for s in scopes]
+    names = _unique_names(prefixes, scopes, [f"{a}..{b}" for a, b, _, _ in raw])
+    chains: list[list[int]] = []
+    for i, (a, _, _, _) in enumerate(raw):
+        if chains and raw[chains[-1][-1]][1] == a:
+            chains[-1].append(i)
+        else:
+            chains.append([i])
+    stage_prefixes = [_common_prefix([prefixes[i] for i in c]) for c in chains]
+    stage_names = _unique_names(stage_prefixes, [[prefixes[i] for i in c] for c in chains],
+                                [f"stage{k}" for k in range(len(chains))])
+    return tuple(Stage(sname, tuple(SkippableBlock(names[i], *raw[i]) for i in c))
+                 for sname, c in zip(stage_names, chains))
+
+
+def find_skippable_blocks(ir: IRGraph, *, cfg: BlockConfig = BlockConfig()) -> SkippableBlocks:
+    """The skippable blocks of `ir`, chained into stages (see the module docstring)."""
+    ctx = _build(ir)
+    records = _unsupported_nodes(ctx)
+    cands = _candidates(ctx)
+    entries = {a for a, _ in cands}
+    raw, last_exit = [], -1
+    for a, b in cands:
+        b = _layout_tail(ctx, a, b, entries)
+        body = {n for k in range(a, b) for n in ctx.buckets[k]}
+        if a < last_exit or body & ctx.multi_leaves:  # Rules 5 and 9
+            continue
+        members, problem = _check(ctx, ctx.trunk[a], ctx.trunk[b], body)
+        residual = problem is None and _residual(ctx, ctx.trunk[a], ctx.trunk[b], body)
+        if problem is not None:
+            records.append(problem)
+        elif residual or not cfg.residual_only:  # Rule 11
+            raw.append((ctx.trunk[a], ctx.trunk[b],
+                        tuple(sorted(body | set(members), key=ctx.order.get)), residual))
+            last_exit = b
+    records = sorted(dict.fromkeys(records), key=lambda u: (ctx.order.get(u.node, -1), u.rule))
+    raise_if_strict(cfg.strict, "find_skippable_blocks", records)
+    return SkippableBlocks(_stages(ctx, raw), tuple(records))
