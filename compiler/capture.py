@@ -20,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import traceback
 from typing import Iterable, Sequence
 
@@ -47,7 +48,7 @@ _HINT = (
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaf_paths: frozenset[str], leaf_types: tuple[type, ...]):
+    def __init__(self, leaf_paths: frozenset[str] = frozenset(), leaf_types: tuple[type, ...] = ()):
         super().__init__()
         self.leaf_paths = leaf_paths
         self.leaf_types = leaf_types
@@ -70,7 +71,7 @@ def _user_frame(exc: BaseException) -> str:
 
 def _trace(model: torch.nn.Module, leaf_modules: Iterable) -> fx.GraphModule:
     if isinstance(model, fx.GraphModule):
-        return model
+        return _untyped(fx.GraphModule(model, copy.deepcopy(model.graph), type(model).__name__))
     leaves = list(leaf_modules or ())
     tracer = _Tracer(frozenset(p for p in leaves if isinstance(p, str)),
                      tuple(t for t in leaves if isinstance(t, type)))
@@ -80,7 +81,18 @@ def _trace(model: torch.nn.Module, leaf_modules: Iterable) -> fx.GraphModule:
         raise CaptureError(
             f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}\n"
             f"  at {_user_frame(exc)}\n{_HINT}") from exc
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    return _untyped(fx.GraphModule(tracer.root, graph, type(model).__name__))
+
+
+def _untyped(gm: fx.GraphModule) -> fx.GraphModule:
+    """Drop type annotations from the graph: torch 2.13's fx code generation records a
+    ``Tensor`` annotation as a string global that `torch.save` of the GraphModule cannot pickle
+    (and shapes, not annotations, are what passes read). Forget the tracer class too."""
+    for node in gm.graph.nodes:
+        node.type = None
+    gm._tracer_cls = None  # unpickling a super-network must not need this package's tracer
+    gm.recompile()
+    return gm
 
 
 # Modules whose output has the input's shape and dtype: Rule 2 needs no computation for them.
