@@ -31,7 +31,7 @@ from torch.fx.interpreter import Interpreter
 
 from compiler.ir import IRGraph, NodeInfo
 
-__all__ = ["capture", "CaptureError", "example_inputs_for"]
+__all__ = ["capture", "CaptureError", "example_inputs_for", "warm_up"]
 
 
 class CaptureError(RuntimeError):
@@ -50,6 +50,7 @@ _HINT = (
 class _Tracer(fx.Tracer):
     def __init__(self, leaf_paths: frozenset[str] = frozenset(), leaf_types: tuple[type, ...] = ()):
         super().__init__()
+        self.record_stack_traces = True  # NodeInfo.location() and --why show the user's line
         self.leaf_paths = leaf_paths
         self.leaf_types = leaf_types
 
@@ -135,6 +136,22 @@ class _MetaShapes(Interpreter):
         state = {k: _to_meta(v) for k, v in
                  [*mod.named_parameters(), *mod.named_buffers()]}
         return torch.func.functional_call(mod, state, tuple(args), kwargs)
+
+
+_WARM = []
+
+
+def warm_up() -> float:
+    """Load torch's meta kernels once (the first meta op of a process costs ~1 s here);
+    returns the seconds it took (0 after the first call)."""
+    if _WARM:
+        return 0.0
+    import time
+    t = time.perf_counter()
+    x = torch.empty(1, 1, 3, 3, device="meta")
+    torch.nn.functional.conv2d(x, torch.empty(1, 1, 1, 1, device="meta")).relu().sum()
+    _WARM.append(True)
+    return time.perf_counter() - t
 
 
 def _fake_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> dict:

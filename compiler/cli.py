@@ -1,7 +1,8 @@
 """The ``supernet`` command.
 
     supernet inspect MODEL [--input-shape 1,3,224,224] [--kwargs JSON] [--format text|json|dot]
-                           [--strict] [--why NODE] [-o FILE]
+                           [--strict] [--why NODE] [--config JSON] [-o FILE]
+    supernet compile MODEL -o supernet.pt [--input-shape ...] [--kwargs JSON] [--config JSON]
 
 MODEL is ``package.module:factory`` (``bench.models:resnet50``, ``torchvision.models:resnet50``)
 or ``path/to/file.py:factory``; the factory is called with ``--kwargs`` (a JSON object) or with
@@ -10,10 +11,12 @@ no arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -88,13 +91,38 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "(default 1,3,224,224)")
 
 
+def _config(text: str | None):
+    """--config: a JSON file path or an inline JSON object."""
+    from compiler.config import SupernetConfig
+
+    if not text:
+        return SupernetConfig()
+    if text.lstrip().startswith("{"):
+        return SupernetConfig.from_dict(_parse_kwargs(text))
+    return SupernetConfig.from_json(text)
+
+
+def _space_or_error(analysis, x, config) -> dict:
+    from compiler.pipeline import build_supernet
+    from compiler.report import space_dict
+
+    try:
+        return space_dict(build_supernet(analysis, x, config))
+    except Exception as exc:  # inspect still shows the analysis
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def _cmd_inspect(args) -> int:
     from compiler import report
-    from compiler.pipeline import AnalysisConfig, analyze
+    from compiler.pipeline import analysis_config, analyze
 
+    config = _config(args.config)
+    if args.strict:
+        config = dataclasses.replace(config, strict=True)
     model = load_model(args.model, _parse_kwargs(args.kwargs)).eval()
     shape = parse_shape(args.input_shape)
-    analysis = analyze(model, torch.zeros(shape), cfg=AnalysisConfig(strict=args.strict))
+    x = torch.zeros(shape)
+    analysis = analyze(model, x, cfg=analysis_config(config))
     if args.why:
         if args.why not in analysis.ir.names:
             close = [n for n in analysis.ir.names if args.why in n][:10]
@@ -104,15 +132,36 @@ def _cmd_inspect(args) -> int:
     elif args.format == "json":
         payload = analysis.to_dict()
         payload["model"] = args.model
+        payload["search_space"] = _space_or_error(analysis, x, config)
         text = json.dumps(payload, indent=1)
     elif args.format == "dot":
         text = report.to_dot(analysis)
     else:
-        text = report.to_text(analysis, title=f"{args.model} (input {'x'.join(map(str, shape))})")
+        text = report.to_text(analysis, title=f"{args.model} (input {'x'.join(map(str, shape))})",
+                              space=_space_or_error(analysis, x, config))
     if args.output:
         Path(args.output).write_text(text + "\n")
     else:
         print(text)
+    return 0
+
+
+def _cmd_compile(args) -> int:
+    from compiler.pipeline import compile_supernet
+    from compiler.report import space_dict
+
+    config = _config(args.config)
+    model = load_model(args.model, _parse_kwargs(args.kwargs)).eval()
+    shape = parse_shape(args.input_shape)
+    t = time.perf_counter()
+    net = compile_supernet(model, torch.zeros(shape), config)
+    seconds = time.perf_counter() - t
+    net.save(args.output)
+    space = space_dict(net)
+    print(f"compiled {args.model} in {seconds:.2f} s: {len(space['dimensions'])} dimensions, "
+          f"{float(space['size']):.3g} sub-networks; MACs {space['macs']['min'] / 1e6:.1f}M .. "
+          f"{space['macs']['max'] / 1e6:.1f}M; saved {args.output} "
+          f"({Path(args.output).stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -124,8 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json", "dot"), default="text")
     p.add_argument("--strict", action="store_true", help="fail on anything unsupported")
     p.add_argument("--why", metavar="NODE", help="explain how NODE's channels are grouped")
+    p.add_argument("--config", help="SupernetConfig as a JSON file or inline JSON object")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=_cmd_inspect)
+    p = sub.add_parser("compile", help="rewrite a model into an elastic super-network file")
+    _add_model_args(p)
+    p.add_argument("--config", help="SupernetConfig as a JSON file or inline JSON object")
+    p.add_argument("-o", "--output", required=True, help="where to save the super-network")
+    p.set_defaults(func=_cmd_compile)
     _add_optional_commands(sub)
     return parser
 
@@ -147,6 +202,9 @@ def main(argv=None) -> int:
     except CLIError as exc:
         print(f"supernet: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        return 0
     except Exception as exc:  # passes raise errors whose messages say what to do
         from compiler.capture import CaptureError
         from passes.unsupported import UnsupportedError

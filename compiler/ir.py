@@ -63,11 +63,18 @@ class NodeInfo:
         return self.shape is not None
 
     def location(self) -> str:
-        """The user's source line that created this node, if fx recorded one."""
+        """The user's source line that created this node (``file:line: code``), if recorded."""
         if not self.stack_trace:
             return ""
-        lines = [ln.strip() for ln in self.stack_trace.strip().splitlines() if ln.strip()]
-        return " / ".join(lines[-2:])
+        lines = self.stack_trace.strip().splitlines()
+        found = ""
+        for i, line in enumerate(lines):  # frames run outermost first: keep the innermost
+            line = line.strip()
+            if line.startswith("File ") and "/torch/" not in line:
+                where = line[5:].replace('"', "").replace(", line ", ":").split(", in ")[0]
+                code = lines[i + 1].strip() if i + 1 < len(lines) else ""
+                found = f"{where}: {code}"
+        return found
 
     def describe(self) -> str:
         """``layer1.0.conv1 (Conv2d)`` for modules, ``add_3 (add)`` for functions."""

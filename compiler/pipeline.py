@@ -8,19 +8,18 @@ Example:
     >>> from bench.models import resnet20_cifar
     >>> a = analyze(resnet20_cifar(num_classes=10), torch.zeros(1, 3, 32, 32))
     >>> len(a.width_groups.elastic), len(a.blocks.blocks)
-    (12, 6)
+    (12, 7)
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from compiler.capture import capture
+from compiler.capture import capture, warm_up
 from compiler.ir import IRGraph
 from passes.find_elastic_kernels import ElasticKernels, KernelConfig, find_elastic_kernels
 from passes.find_skippable_blocks import BlockConfig, SkippableBlocks, find_skippable_blocks
@@ -55,12 +54,6 @@ class Analysis:
         return (*self.width_groups.unsupported, *self.blocks.unsupported,
                 *self.kernels.unsupported)
 
-    def log10_search_space(self) -> float:
-        """log10 of the number of sub-networks: widths x depths x kernels."""
-        depth = sum(math.log10(len(s.blocks) + 1) for s in self.blocks.stages)
-        kernels = sum(math.log10(len(k.choices)) for k in self.kernels.kernels)
-        return self.width_groups.log10_size() + depth + kernels
-
     def to_dict(self) -> dict:
         wg = self.width_groups
         return {
@@ -76,7 +69,6 @@ class Analysis:
                 "skippable_blocks": len(self.blocks.blocks),
                 "elastic_kernels": len(self.kernels.kernels),
                 "unsupported": len(self.unsupported),
-                "log10_search_space": round(self.log10_search_space(), 3),
             },
             "width_groups": [g.to_dict() for g in wg.groups],
             "stages": self.blocks.to_dict()["stages"],
@@ -90,6 +82,9 @@ def analyze(model: torch.nn.Module, example_inputs, *,
             cfg: AnalysisConfig = AnalysisConfig()) -> Analysis:
     """Capture `model` and run every analysis pass; `cfg.strict` raises on anything unsupported."""
     timings = {}
+    warm = warm_up()
+    if warm:
+        timings["one_time_warmup"] = warm * 1e3
     t0 = time.perf_counter()
     ir = capture(model, example_inputs, leaf_modules=cfg.leaf_modules)
     t1 = time.perf_counter()
@@ -174,28 +169,49 @@ def _shapes_per_resolution(ir: IRGraph, example_inputs, resolutions):
     return shapes, tuple(sorted(resolutions, reverse=True))
 
 
+def as_config(config):
+    """A `SupernetConfig` from None (defaults), a dict of its fields, or a SupernetConfig."""
+    from compiler.config import SupernetConfig
+
+    if config is None:
+        return SupernetConfig()
+    if isinstance(config, dict):
+        return SupernetConfig.from_dict(config)
+    if not isinstance(config, SupernetConfig):
+        raise TypeError(f"config must be a SupernetConfig, a dict or None, not "
+                        f"{type(config).__name__}")
+    return config
+
+
+def analysis_config(config) -> AnalysisConfig:
+    return AnalysisConfig(width=config.grouping(), kernels=config.kernel_config(),
+                          strict=config.strict)
+
+
+def build_supernet(analysis: Analysis, example_inputs, config):
+    """The rewrite half of `compile_supernet`, from an existing analysis."""
+    from passes.emit_supernet import emit_supernet
+    from passes.reorder_channels import reorder_channels
+
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    plan = _plan(analysis, config, example_inputs)
+    gm = reorder_channels(analysis.ir.gm, analysis.width_groups) if config.reorder else \
+        copy.deepcopy(analysis.ir.gm)
+    meta = {"model": type(analysis.ir.gm).__name__, "config": config.to_dict(),
+            "input_shapes": [list(s) for s in analysis.ir.input_shapes],
+            "unsupported": [u.to_dict() for u in analysis.unsupported]}
+    return emit_supernet(gm, plan, meta=meta)
+
+
 def compile_supernet(model: torch.nn.Module, example_inputs, config=None):
     """Analyse `model` and rewrite it into an elastic weight-sharing `SuperNetwork`.
 
     `config` is a `SupernetConfig`, a dict of its fields, or None for the defaults. The model is
     not modified; the super-network owns a copy of its weights, channels reordered by importance.
     """
-    from compiler.config import SupernetConfig
-    from passes.emit_supernet import emit_supernet
-    from passes.reorder_channels import reorder_channels
-
-    if config is None:
-        config = SupernetConfig()
-    elif isinstance(config, dict):
-        config = SupernetConfig.from_dict(config)
+    config = as_config(config)
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    analysis = analyze(model, example_inputs, cfg=AnalysisConfig(
-        width=config.grouping(), kernels=config.kernel_config(), strict=config.strict))
-    plan = _plan(analysis, config, example_inputs)
-    gm = reorder_channels(analysis.ir.gm, analysis.width_groups) if config.reorder else \
-        copy.deepcopy(analysis.ir.gm)
-    meta = {"model": type(model).__name__, "config": config.to_dict(),
-            "input_shapes": [list(s) for s in analysis.ir.input_shapes],
-            "unsupported": [u.to_dict() for u in analysis.unsupported]}
-    return emit_supernet(gm, plan, meta=meta)
+    analysis = analyze(model, example_inputs, cfg=analysis_config(config))
+    return build_supernet(analysis, example_inputs, config)

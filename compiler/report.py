@@ -1,6 +1,8 @@
 """Human-readable renderings of an `Analysis`: a text report, Graphviz DOT, and ``--why NODE``."""
 from __future__ import annotations
 
+import math
+
 from compiler.pipeline import Analysis
 
 _PALETTE = ("#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69",
@@ -18,13 +20,43 @@ def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def to_text(a: Analysis, title: str = "") -> str:
+def space_dict(net) -> dict:
+    """The search space of a SuperNetwork: exact size, log10, dimensions, MACs/params range."""
+    space, lo, hi = net.space, net.min_config(), net.max_config()
+    return {"size": str(space.size), "log10_size": round(math.log10(space.size), 3),
+            "dimensions": [{"name": n, "kind": space[n].kind, "choices": list(space[n].choices)}
+                           for n in space.names],
+            "macs": {"max": net.macs(hi), "min": net.macs(lo)},
+            "params": {"max": net.params(hi), "min": net.params(lo)}}
+
+
+def _space_lines(space: dict | None) -> list[str]:
+    if space is None:
+        return []
+    if "error" in space:
+        return ["", f"Search space: could not be built: {space['error']}"]
+    kinds = {}
+    for d in space["dimensions"]:
+        kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
+    out = ["", f"Search space: {len(space['dimensions'])} dimensions ("
+           + ", ".join(f"{n} {k}" for k, n in kinds.items()) + f"), {float(space['size']):.3g} "
+           f"sub-networks (log10 {space['log10_size']:.2f})",
+           f"  MACs {space['macs']['min'] / 1e6:.1f}M .. {space['macs']['max'] / 1e6:.1f}M, "
+           f"params {space['params']['min'] / 1e6:.2f}M .. {space['params']['max'] / 1e6:.2f}M"]
+    out += [f"  {d['name']:<32} {','.join(map(str, d['choices']))}"
+            for d in space["dimensions"] if d["kind"] != "width"]
+    return out
+
+
+def to_text(a: Analysis, title: str = "", space: dict | None = None) -> str:
     s = a.to_dict()["summary"]
+    log10 = f" | log10 search space {space['log10_size']:.2f}" if space and "error" not in space \
+        else ""
     out = [title or type(a.ir.gm).__name__,
            f"{s['nodes']} nodes | {s['elastic_width_groups']} elastic / {s['width_groups']} width "
            f"groups | {s['skippable_blocks']} skippable blocks in {s['stages']} stages | "
-           f"{s['elastic_kernels']} elastic kernels | {s['unsupported']} unsupported | "
-           f"log10 search space {s['log10_search_space']:.2f}", "", "Width groups"]
+           f"{s['elastic_kernels']} elastic kernels | {s['unsupported']} unsupported{log10}", "",
+           "Width groups"]
     rows = [[g.name, g.size, len(g.producers), len(g.members),
              ",".join(map(str, g.choices)),
              "frozen: " + _short("; ".join(g.reasons)) if g.frozen else "elastic"]
@@ -46,6 +78,7 @@ def to_text(a: Analysis, title: str = "") -> str:
         else ["  (none)"]
     out += ["", "Unsupported (frozen at full width, never skipped)"]
     out += [f"  {u}" for u in a.unsupported] or ["  (none)"]
+    out += _space_lines(space)
     out += ["", "Timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in a.timings_ms.items())]
     return "\n".join(out)
 
