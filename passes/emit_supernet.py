@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from dataclasses import dataclass
 
 import torch
@@ -238,7 +239,8 @@ def _space(plan: EmitPlan, kernel_dims: dict, stage_paths: dict) -> SearchSpace:
 
 
 def _block_path(name: str) -> str:
-    return "_blocks." + name.replace(".", "_")
+    """``_blocks.<name>`` with every character that is not a letter, digit or _ made ``_``."""
+    return "_blocks." + re.sub(r"\W", "_", name)
 
 
 def emit_supernet(gm: fx.GraphModule, plan: EmitPlan, *, meta: dict | None = None) -> SuperNetwork:

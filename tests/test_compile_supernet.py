@@ -9,6 +9,7 @@
 import copy
 import functools
 import operator
+import re
 
 import pytest
 import torch
@@ -113,7 +114,7 @@ def test_skipping_a_block_equals_identity(name):
     bad = {u.node for u in analysis.unsupported}
     blocks = [b for b in analysis.blocks.blocks if not bad & set(b.nodes)]
     paths = [p for d in net.bindings.depths for p in d.blocks]
-    assert paths == ["_blocks." + b.name.replace(".", "_") for b in blocks] and paths
+    assert paths == ["_blocks." + re.sub(r"\W", "_", b.name) for b in blocks] and paths
     for block, path in zip(blocks, paths):
         skip = net.graph_module.get_submodule(path)
         assert isinstance(skip, SkipBlock)
@@ -163,7 +164,7 @@ def test_frozen_and_unsupported_parts_stay_full_and_are_never_skipped(name):
     skippable = {p for d in net.bindings.depths for p in d.blocks}
     for block in analysis.blocks.blocks:
         if bad & set(block.nodes):
-            assert "_blocks." + block.name.replace(".", "_") not in skippable
+            assert "_blocks." + re.sub(r"\W", "_", block.name) not in skippable
 
 
 def test_frozen_modules_and_manual_depth():
