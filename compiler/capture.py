@@ -3,8 +3,9 @@
 Rules:
   1. The model is traced with `torch.fx.symbolic_trace` semantics; modules named in
      ``leaf_modules`` (dotted paths or classes) are kept as opaque calls.
-  2. Shapes are propagated with fake tensors (no real arithmetic, no weight reads): every
-     node's output shape and dtype are recorded in its `NodeInfo`.
+  2. Shapes are propagated with meta tensors (no arithmetic, no weight reads), falling back to
+     fake tensors and, for data-dependent leaf modules, to a real forward pass: every node's
+     output shape and dtype are recorded in its `NodeInfo`.
   3. The input model is never modified: tracing reads it, the GraphModule shares its parameters.
   4. A model that fx cannot trace raises `CaptureError` naming the offending code and what to do.
 
@@ -154,39 +155,58 @@ def warm_up() -> float:
     return time.perf_counter() - t
 
 
+class _Recorder(Interpreter):
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.values: dict[str, object] = {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.values[n.name] = out
+        return out
+
+
+def _fake_run(gm, example_inputs) -> dict:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with mode:
+        rec = _Recorder(gm)
+        rec.run(*[mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
+                  for t in example_inputs])
+    return rec.values
+
+
+def _real_run(gm, example_inputs) -> dict:
+    rec = _Recorder(gm)
+    with torch.no_grad():
+        rec.run(*example_inputs)
+    return rec.values
+
+
 def _fake_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> dict:
-    """Rule 2: {node name: output value} on meta tensors, or fake tensors where meta fails
-    (graphs that create real tensors, e.g. ``torch.arange`` mixed with inputs)."""
+    """Rule 2: {node name: output value} on meta tensors; where meta fails (graphs that create
+    real tensors, e.g. ``torch.arange``), on fake tensors; where those fail too (a leaf module
+    with data-dependent control flow), on the real example inputs, a real forward pass."""
     try:
         interp = _MetaShapes(gm)
         interp.run(*[_to_meta(t) for t in example_inputs])
         return interp.values
     except Exception:
         pass
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    values: dict[str, object] = {}
-
-    class _Recorder(Interpreter):
-        def run_node(self, n):
-            out = super().run_node(n)
-            values[n.name] = out
-            return out
-
-    with mode:
-        fake_inputs = [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
-                       for t in example_inputs]
-        try:
-            _Recorder(gm).run(*fake_inputs)
-        except Exception as exc:
-            raise CaptureError(
-                f"shape propagation failed on {type(gm).__name__} with inputs "
-                f"{[tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)]}: "
-                f"{type(exc).__name__}: {exc}\n  at {_user_frame(exc)}\n"
-                "What to do: check that the example inputs have the shape the model expects "
-                "(e.g. --input-shape 1,3,224,224).") from exc
-    return values
+    try:
+        return _fake_run(gm, example_inputs)
+    except Exception:
+        pass
+    try:
+        return _real_run(gm, example_inputs)
+    except Exception as exc:
+        raise CaptureError(
+            f"shape propagation failed on {type(gm).__name__} with inputs "
+            f"{[tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)]}: "
+            f"{type(exc).__name__}: {exc}\n  at {_user_frame(exc)}\n"
+            "What to do: check that the example inputs have the shape the model expects "
+            "(e.g. --input-shape 1,3,224,224).") from exc
 
 
 def _kind(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str | None, str | None]:
