@@ -12,18 +12,18 @@ Rules:
      p' stays >= 0; a choice needing negative padding is not offered.
   3. Padding and dilation must be the same along every spatial dim; string padding ``'same'`` is
      its effective padding d * (k - 1) // 2; ``'valid'`` is 0.
-  4. A candidate left with no choice but k (``'valid'`` or too little padding: a smaller kernel
-     would change the output shape) is recorded and stays at full size.
+  4. A candidate left with no choice but k (``'valid'``, too little padding, or paddings or
+     dilations differing across dims) is recorded and stays at full size.
   5. ``padding_mode`` must be ``'zeros'``; other modes are recorded and stay at full size.
   6. A conv module called more than once shares one weight across calls: recorded, full size.
   7. ``F.conv1d/2d/3d`` calls (kernel from the weight's shape) are recorded, never elastic: only
      modules can be swapped for elastic ones.
   8. ``depthwise``: groups == in_channels > 1.
-  9. ``cfg.enabled=False`` finds nothing. Kernels come in fx order; records sorted by node.
+  9. ``cfg.enabled=False`` finds nothing. Kernels and records come in fx order.
 
 Unsupported:
   - Non-zero padding modes (Rule 5), shared conv modules (Rule 6), functional convs (Rule 7),
-    and odd kernels that cannot shrink without changing the output shape (Rule 4).
+    and odd kernels that cannot shrink with one padding that keeps the output shape (Rule 4).
   - Transposed convolutions are not candidates (their padding trims the output instead).
 
 Example:
@@ -68,7 +68,7 @@ class KernelConfig:
 
 @dataclass(frozen=True)
 class ElasticKernel:
-    """One conv whose kernel may shrink: ``paddings[i]`` keeps the output shape at ``choices[i]``."""
+    """A conv whose kernel may shrink; ``paddings[i]`` keeps the output shape at ``choices[i]``."""
 
     node: str
     module_path: str
@@ -149,7 +149,8 @@ def _kernel(ir: IRGraph, name: str, cfg: KernelConfig, calls: Counter):
     if len(pairs) < 2:  # Rule 4
         return Unsupported(name, "Rule 4", (
             f"{where} (kernel {shape}, padding={conv.padding!r}, dilation={conv.dilation}): "
-            "a smaller kernel would change the output shape, so it stays at full size"),
+            "no smaller kernel keeps the output shape with one padding for every dim, so it "
+            "stays at full size"),
             "give the conv symmetric 'same'-style padding (dilation * (k - 1) // 2)")
     depthwise = conv.groups == conv.in_channels and conv.groups > 1  # Rule 8
     return ElasticKernel(name, info.target, k, tuple(c for c, _ in pairs), padding,

@@ -4,13 +4,13 @@ Skipping a block is exactly replacing it by identity (DESIGN invariant 3). Block
 after another (exit of one == entry of the next) form a stage; configurations skip a suffix.
 
 Rules:
-  1. Units. A conv/linear with its following norm and activation, a norm with its following
-     activation, and an add/sub/mul/cat merge with its following activation are one unit when each
-     link is the sole user of the previous node. A block never starts or ends inside a unit, so a
-     residual block ends after the ReLU that follows its add. Norms: BatchNorm*, SyncBatchNorm,
-     LayerNorm, GroupNorm, F.batch_norm/layer_norm/group_norm. Activations: ReLU, ReLU6, SiLU,
-     GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh, LeakyReLU, ELU, Mish (modules, functions,
-     methods).
+  1. Units. A parametric op (Rule 4) with its following norm and activation, a norm with its
+     following activation, and an add/sub/mul/cat merge with its following activation are one
+     unit when each link is the sole user of the previous node. A block never starts or ends
+     inside a unit, so a residual block ends after the ReLU that follows its add. Norms:
+     BatchNorm*, SyncBatchNorm, LayerNorm, GroupNorm, F.batch_norm/layer_norm/group_norm.
+     Activations: ReLU, ReLU6, SiLU, GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh, LeakyReLU, ELU,
+     Mish (modules, functions, methods).
   2. Side nodes. Nodes with non-tensor values (``size``, ``.shape``, ``dim``, their arithmetic,
      ``_assert``) and nodes not computed from the inputs (``get_attr``, constants) carry no data
      flow for Rule 3: ``x.size(0)`` never breaks single-entry/single-exit.
@@ -28,8 +28,8 @@ Rules:
   7. Single entry, single exit. No body node uses a tensor from outside but a, and no body node but
      b is used outside. A side node belongs to the block when its users are all inside and its
      sources are inside or a (``a.size(0)`` used inside; a dead-end side node on a alone belongs to
-     the block starting at a). One computed inside (not from b alone) and used outside breaks the
-     block (recorded). Non-tensor values and constants from outside may be used inside.
+     the block starting at a). Any other side node read inside (but a ``get_attr``, re-read by the
+     emitter), or computed inside (not from b alone) and used outside, breaks the block (recorded).
   8. A body node writing in place into a value from outside the body (the entry, a view of it, a
      buffer) breaks the block (recorded): identity would not equal skipping it.
   9. A leaf module from outside torch.nn returning several outputs is recorded; no block holds it.
@@ -47,10 +47,12 @@ Rules:
 
 Unsupported:
   - In-place writes into the entry or any value from outside the body (Rule 8): not a block.
-  - Side values computed inside a region and used outside it (Rule 7): not a block.
+  - Side values (sizes, non-parameter constants) crossing a region's boundary (Rule 7): not a
+    block, e.g. a batch size read at the top of ``forward`` and used inside a block.
   - Leaf modules outside torch.nn with several outputs (Rule 9): no block contains them.
   - Blocks inside parallel branches of multi-tower models, or nested in another block's body: not
     found, only trunk blocks are; their residual adds are recorded (Rule 14).
+  ``cfg.strict=True`` raises one `UnsupportedError` listing every record instead.
 
 Example:
     >>> import torch
@@ -170,7 +172,7 @@ class _Ctx:
         self.usr: dict[str, frozenset] = {}  # Rule 2: side node -> tensor nodes using it
         self.touch: dict[str, list[str]] = defaultdict(list)
         self.multi_leaves: set[str] = set()
-        self.idom, self.trunk, self.seg, self.buckets = {}, [], {}, []
+        self.idom, self.trunk, self.seg, self.buckets, self.on_trunk = {}, [], {}, [], set()
 
 
 def _is(info: NodeInfo, kinds: set) -> bool:
@@ -190,7 +192,7 @@ def _unit_interior(ctx: _Ctx) -> set[str]:
     """Rule 1: the nodes of a unit other than its last one."""
     ir, interior = ctx.ir, set()
     for name in ir.names:
-        if name in ctx.params and ir.info(name).op != "call_method":
+        if name in ctx.params:
             follow = [_NORMS, _ACTS]
         elif _is(ir.info(name), _NORMS | _MERGES):
             follow = [_ACTS]
@@ -217,6 +219,7 @@ def _build(ir: IRGraph) -> _Ctx:
     while cur != _SOURCE:
         chain.append(cur)
         cur = ctx.idom[cur]
+    ctx.on_trunk = set(chain)  # Rule 14: every dominator of the output, inside units too
     ctx.trunk = [n for n in reversed(chain) if n not in interior and ir.info(n).shape is not None]
     index = {n: i for i, n in enumerate(ctx.trunk)}
     ctx.buckets = [[] for _ in ctx.trunk]
@@ -307,7 +310,7 @@ def _check(ctx: _Ctx, a: str, b: str, body: set[str]) -> tuple[list[str], Unsupp
         outside = [i for i in ir.inputs(v) if i in ctx.tensor and i not in body and i != a]
         outside += [u for u in ir.users(v) if v != b and u in ctx.tensor and u not in body]
         if outside:
-            return [], _leak(ir, v, outside[0], where)
+            return [], _leak(ir, v, f"is linked to {ir.label(outside[0])} outside", where)
         root = _writes_into(ir, v, body)
         if root is not None and root not in body:
             return [], Unsupported(v, "Rule 8", (
@@ -317,19 +320,21 @@ def _check(ctx: _Ctx, a: str, b: str, body: set[str]) -> tuple[list[str], Unsupp
     members = []
     for s in dict.fromkeys(s for v in [a, *ordered] for s in ctx.touch[v]):
         src, usr = ctx.src[s], ctx.usr[s]
-        if usr and not usr <= body:
-            if src & (body - {b}):
-                return [], _leak(ir, s, min(usr - body, key=ctx.order.get), where)
-        elif (usr or src) and src <= body | {a} and not (src and src <= {b}):
+        if usr <= body and (usr or src) and src <= body | {a} and not (src and src <= {b}):
             members.append(s)
+        elif usr - body and src & (body - {b}):
+            user = ir.label(min(usr - body, key=ctx.order.get))
+            return [], _leak(ir, s, f"is computed inside and used by {user} outside", where)
+        elif usr & body and ir.info(s).op != "get_attr":
+            return [], _leak(ir, s, "is computed outside and read inside", where)
     return members, None
 
 
-def _leak(ir: IRGraph, inside: str, outside: str, where: str) -> Unsupported:
-    return Unsupported(inside, "Rule 7", (
-        f"{ir.label(inside)} links the region {where} to {ir.label(outside)} outside it: "
-        "the region has no single entry and exit, so it is not a skippable block"),
-        "compute that value from the block input or output, or move it into the block")
+def _leak(ir: IRGraph, node: str, how: str, where: str) -> Unsupported:
+    return Unsupported(node, "Rule 7", (
+        f"{ir.label(node)} {how} the region {where}: the region has no single entry and exit, "
+        "so it is not a skippable block"),
+        "compute that value inside the block from its input, or move its use into the block")
 
 
 def _reach(ir: IRGraph, start: str, body: set[str], step, skip: set[str]) -> set[str]:
@@ -359,10 +364,7 @@ def _residual(ctx: _Ctx, a: str, b: str, body: set[str]) -> bool:
 
 def _unsupported_nodes(ctx: _Ctx) -> list[Unsupported]:
     """Rules 9 and 14, recorded whatever the candidates."""
-    on_trunk, cur, out = set(), ctx.ir.output, []
-    while cur in ctx.idom and cur != _SOURCE:
-        cur = ctx.idom[cur]
-        on_trunk.add(cur)
+    out = []
     for v in ctx.ir.names:
         info = ctx.ir.info(v)
         if info.op == "call_module" and info.tuple_shapes is not None \
@@ -372,11 +374,11 @@ def _unsupported_nodes(ctx: _Ctx) -> list[Unsupported]:
                 f"{info.describe()} is a leaf module with {len(info.tuple_shapes)} outputs: "
                 "whether it aliases or keeps state is unknown, so no block contains it"),
                 "let capture trace into it (drop it from leaf_modules) or return one tensor"))
-        elif v in ctx.idom and _is(info, _ADDITIVE) and v not in on_trunk \
+        elif v in ctx.idom and _is(info, _ADDITIVE) and v not in ctx.on_trunk \
                 and len({i for i in ctx.ir.inputs(v) if i in ctx.tensor}) >= 2:
             out.append(Unsupported(v, "Rule 14", (
-                f"{ctx.ir.label(v)} joins two paths from {ctx.idom[v]} off the trunk (in a parallel "
-                "branch or a block's body): residual blocks there are not searched for"),
+                f"{ctx.ir.label(v)} joins two paths from {ctx.idom[v]} off the trunk (in a "
+                "parallel branch or a block's body): residual blocks there are not searched for"),
                 "only regions every input-to-output path passes through can be skipped"))
     return out
 
