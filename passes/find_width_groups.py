@@ -31,20 +31,23 @@ Rules:
       and is recorded as `Unsupported`; a tensor of fixed channels meeting a space freezes it.
   14. view/reshape keep a space when the channel axis survives or merges with trailing axes;
       one that splits it (attention heads, channel shuffle) or hard-codes its size is Rule 13.
+  15. Width choices descend from the original width: ``width_step`` steps, else
+      ``width_multipliers``; rounded to multiples of ``width_divisor`` (and of a group norm's
+      channels per group), at least ``min_width``, at most ``max_num_widths`` choices.
   16. A channel count read at run time (``x.shape[c]``, ``x.size(c)``, arithmetic on them) may
       only shape a reshape of that same tensor at its channel position; feeding it anywhere
       else (another tensor's reshape, as attention does with ``C // heads``, a new tensor's
       size) freezes the spaces it was read from.
-  15. Width choices descend from the original width: ``width_step`` steps, else
-      ``width_multipliers``; rounded to multiples of ``width_divisor`` (and of a group norm's
-      channels per group), at least ``min_width``, at most ``max_num_widths`` choices.
+  17. A module called at several nodes has one weight: the spaces its calls read (and write)
+      are united (calls with different channel layouts are Rule 13).
 
 Unsupported (frozen and reported; ``strict=True`` raises one error listing them all):
   - general grouped convolution (1 < groups, not depthwise);
   - chunk/split along channels and reshapes that split channels (channel shuffle, attention heads);
   - matmul/einsum/scaled-dot-product attention over channel-carrying tensors;
   - functional conv/linear/batch-norm with graph weights; unknown modules and functions;
-  - reductions over the channel axis; operands whose channel layouts differ.
+  - reductions over the channel axis; operands whose channel layouts differ;
+  - a module called at several nodes with different channel layouts.
 
 Example:
     >>> import torch.nn as nn, torch
@@ -193,8 +196,26 @@ def find_width_groups(ir: IRGraph, *, cfg: GroupingConfig = GroupingConfig()) ->
         kind = classify(node, ir)
         st.desc[name] = HANDLERS.get(kind, on_unknown)(st, node)
         _check_size_reads(st, node, kind)
+    _unite_shared_modules(st)
     raise_if_strict(cfg.strict, "find_width_groups", st.unsupported)
     return _assemble(st, cfg)
+
+
+def _unite_shared_modules(st: State) -> None:
+    """Rule 17: a module called at several nodes has one weight, so the channel spaces its
+    calls see on each axis are one."""
+    seen: dict[tuple[str, str], tuple] = {}
+    for node, role, dim, segs in st.uses:
+        info = st.ir.info(node)
+        if info.op != "call_module":
+            continue
+        key = (info.module_path, "in" if role == "in" else "out")
+        if key not in seen:
+            seen[key] = (node, segs)
+        elif not st.unite_segs(Desc(0, seen[key][1]), Desc(0, segs)):
+            st.unsupported_(node, "Rule 17", f"{info.module_path} is called with different "
+                            "channel layouts", "call it once, or mark it frozen",
+                            [Desc(0, seen[key][1]), Desc(0, segs)])
 
 
 def _check_size_reads(st: State, node, kind: str) -> None:

@@ -380,3 +380,19 @@ def test_vit_attention_couples_embedding_width_through_shape_reads():
     assert {x.name for x in wg.elastic} == {f"blocks.{i}.mlp.fc1" for i in range(4)}
     trunk = g["patch_embed"] if "patch_embed" in g else wg.groups[0]
     assert trunk.frozen
+
+
+def test_rule_17_module_called_twice_unites_its_spaces():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.shared = nn.Conv2d(8, 16, 1)
+            self.head = nn.Conv2d(16, 2, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.head(self.shared(y) + self.shared(torch.relu(y)).sigmoid() * 0)
+
+    wg, g = groups_of(Twice(), 1, 3, 4, 4)
+    assert g["shared"].producers == ("shared", "shared_1") and not g["shared"].frozen
