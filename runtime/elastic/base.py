@@ -9,6 +9,10 @@ Rules:
      maximal configuration, in which ``forward`` calls exactly ``self.module(x)``.
   3. ``extract()`` returns a plain torch module (or tensor) with CLONED weights for the
      current state; it shares no storage with the op.
+  4. Forward paths run once per op per call, hundreds of times per network forward, so they
+     read the wrapped module as ``self._modules["module"]`` and its tensors with `tensor_attr`:
+     the same objects as ``self.module`` / ``getattr``, without a Python-level
+     ``nn.Module.__getattr__`` call each (about a microsecond on a slow CPU).
 
 Example:
     >>> import torch
@@ -22,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ElasticOp", "clone_param", "clone_tensor"]
+__all__ = ["ElasticOp", "clone_param", "clone_tensor", "tensor_attr"]
 
 
 class ElasticOp(nn.Module):
@@ -48,6 +52,20 @@ class ElasticOp(nn.Module):
         if hasattr(self, "kernel"):
             state["kernel"] = self.kernel
         return ", ".join(f"{k}={_short(v)}" for k, v in state.items())
+
+
+def tensor_attr(module: nn.Module, name: str) -> torch.Tensor | None:
+    """``getattr(module, name)`` for a registered parameter or buffer, read from its dict (Rule 4).
+
+    Anything else (a weight recomputed by a parametrization or a hook) falls back to getattr.
+    """
+    params = module._parameters
+    if name in params:
+        return params[name]
+    buffers = module._buffers
+    if name in buffers:
+        return buffers[name]
+    return getattr(module, name)
 
 
 def _short(sel) -> str:

@@ -34,7 +34,7 @@ class SkipBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.active:
-            return self.block(x)
+            return self._modules["block"](x)  # self.block without nn.Module.__getattr__ (hot path)
         return x  # Rule 2
 
     def extra_repr(self) -> str:

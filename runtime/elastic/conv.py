@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.elastic.base import ElasticOp, clone_param
+from runtime.elastic.base import ElasticOp, clone_param, tensor_attr
 from runtime.elastic.channels import take
 
 __all__ = ["ElasticConv"]
@@ -92,28 +92,29 @@ class ElasticConv(ElasticOp):
                 torch.eye(n, dtype=w.dtype, device=w.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self._modules["module"]  # base Rule 4: hot path
         if self.in_sel is None and self.out_sel is None and (
                 self.kernel is None or self.kernel == self.max_kernel):
-            return self.module(x)  # Rule 1
+            return m(x)  # Rule 1
         weight, bias, groups = self._active_weight()
         padding, pre_pad = self._padding()
         if pre_pad is not None:
-            x = F.pad(x, pre_pad, mode=self.module.padding_mode)
-        m = self.module
+            x = F.pad(x, pre_pad, mode=m.padding_mode)
         return _CONV_FN[self.ndim](x, weight, bias, m.stride, padding, m.dilation, groups)
 
     def _active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        m = self.module
+        m = self._modules["module"]
+        weight, bias = tensor_attr(m, "weight"), tensor_attr(m, "bias")
         if self.depthwise:  # Rule 3
             sel = self.out_sel if self.out_sel is not None else self.in_sel
-            weight, bias = take(m.weight, 0, sel), take(m.bias, 0, sel) if m.bias is not None else None
+            weight, bias = take(weight, 0, sel), take(bias, 0, sel) if bias is not None else None
             groups = weight.shape[0]
         else:
             if m.groups != 1 and (self.in_sel is not None or self.out_sel is not None):  # Rule 4
                 raise ValueError(f"{m} (groups={m.groups}): grouped conv channels are frozen; "
                                  "in_sel/out_sel must stay None. Hint: bind no width group to it.")
-            weight = take(take(m.weight, 0, self.out_sel), 1, self.in_sel)  # Rule 2
-            bias = take(m.bias, 0, self.out_sel) if m.bias is not None else None
+            weight = take(take(weight, 0, self.out_sel), 1, self.in_sel)  # Rule 2
+            bias = take(bias, 0, self.out_sel) if bias is not None else None
             groups = m.groups
         if self.kernel is not None and self.kernel != self.max_kernel:
             weight = self._transform_kernel(weight, self.kernel)
@@ -134,7 +135,7 @@ class ElasticConv(ElasticOp):
 
     def _padding(self):
         """(padding for F.conv, explicit F.pad amounts or None) for the active kernel (Rule 6)."""
-        m = self.module
+        m = self._modules["module"]
         k = self.max_kernel if self.kernel is None else self.kernel
         if k == self.max_kernel:
             pad = m.padding

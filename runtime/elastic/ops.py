@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.elastic.base import ElasticOp, clone_param, clone_tensor
+from runtime.elastic.base import ElasticOp, clone_param, clone_tensor, tensor_attr
 from runtime.elastic.channels import sel_size, take
 from runtime.elastic.conv import ElasticConv
 
@@ -75,13 +75,14 @@ class ElasticLinear(ElasticOp):
         self.in_sel = self.out_sel = None
 
     def _active(self):
-        m = self.module
-        weight = take(take(m.weight, 0, self.out_sel), 1, self.in_sel)
-        return weight, take(m.bias, 0, self.out_sel) if m.bias is not None else None
+        m = self._modules["module"]
+        weight, bias = tensor_attr(m, "weight"), tensor_attr(m, "bias")
+        weight = take(take(weight, 0, self.out_sel), 1, self.in_sel)
+        return weight, take(bias, 0, self.out_sel) if bias is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_sel is None and self.out_sel is None:
-            return self.module(x)  # Rule 1
+            return self._modules["module"](x)  # Rule 1 (base Rule 4: hot path)
         return F.linear(x, *self._active())
 
     def extract(self) -> nn.Linear:
@@ -106,9 +107,10 @@ class _ElasticNorm(ElasticOp):
         self.sel = None
 
     def _affine(self):
-        m = self.module
-        weight = take(m.weight, 0, self.sel) if m.weight is not None else None
-        return weight, take(m.bias, 0, self.sel) if m.bias is not None else None
+        m, sel = self._modules["module"], self.sel
+        weight, bias = tensor_attr(m, "weight"), tensor_attr(m, "bias")
+        return (take(weight, 0, sel) if weight is not None else None,
+                take(bias, 0, sel) if bias is not None else None)
 
     def _set_affine(self, new: nn.Module) -> nn.Module:
         weight, bias = self._affine()
@@ -130,27 +132,35 @@ class ElasticBatchNorm(_ElasticNorm):
     _bases = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sel = self.sel
+        sel, bn = self.sel, self._modules["module"]  # base Rule 4: hot path
         if sel is None:
-            return self.module(x)  # Rule 1
-        bn = self.module
+            return bn(x)  # Rule 1
         bn._check_input_dim(x)
-        factor = 0.0 if bn.momentum is None else bn.momentum
-        if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-            bn.num_batches_tracked.add_(1)
-            if bn.momentum is None:  # cumulative moving average, as nn.BatchNorm
-                factor = 1.0 / float(bn.num_batches_tracked)
-        use_running = not bn.training or bn.track_running_stats
-        mean = take(bn.running_mean, 0, sel) if use_running and bn.running_mean is not None else None
-        var = take(bn.running_var, 0, sel) if use_running and bn.running_var is not None else None
-        batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+        training = bn.training
+        factor = self._momentum_factor(bn) if training else bn.momentum or 0.0
+        running_mean, running_var = tensor_attr(bn, "running_mean"), tensor_attr(bn, "running_var")
+        use_running = not training or bn.track_running_stats
+        mean = take(running_mean, 0, sel) if use_running and running_mean is not None else None
+        var = take(running_var, 0, sel) if use_running and running_var is not None else None
+        batch_stats = training or (running_mean is None and running_var is None)
         out = F.batch_norm(x, mean, var, *self._affine(), batch_stats, factor, bn.eps)
-        if bn.training and mean is not None and isinstance(sel, torch.Tensor):
+        if training and mean is not None and isinstance(sel, torch.Tensor):
             with torch.no_grad():  # Rule 3: scatter the gathered statistics back
                 idx = sel.to(mean.device)
-                bn.running_mean.index_copy_(0, idx, mean)
-                bn.running_var.index_copy_(0, idx, var)
+                running_mean.index_copy_(0, idx, mean)
+                running_var.index_copy_(0, idx, var)
         return out
+
+    @staticmethod
+    def _momentum_factor(bn: nn.Module) -> float:
+        """Count the batch and return the running-average factor, as nn.BatchNorm (train mode)."""
+        factor = 0.0 if bn.momentum is None else bn.momentum
+        tracked = tensor_attr(bn, "num_batches_tracked")
+        if bn.track_running_stats and tracked is not None:
+            tracked.add_(1)
+            if bn.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(tracked)
+        return factor
 
     def extract(self) -> nn.Module:
         bn = self.module
@@ -173,9 +183,9 @@ class ElasticLayerNorm(_ElasticNorm):
     _bases = (nn.LayerNorm,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ln = self._modules["module"]
         if self.sel is None:
-            return self.module(x)  # Rule 1
-        ln = self.module
+            return ln(x)  # Rule 1
         if len(ln.normalized_shape) != 1:
             raise ValueError(f"{ln}: only a 1-D normalized_shape (the channel axis) is elastic")
         return F.layer_norm(x, (x.shape[-1],), *self._affine(), ln.eps)
@@ -204,9 +214,10 @@ class ElasticGroupNorm(_ElasticNorm):
         return n // per_group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gn = self._modules["module"]
         if self.sel is None:
-            return self.module(x)  # Rule 1
-        return F.group_norm(x, self._groups(x.shape[1]), *self._affine(), self.module.eps)
+            return gn(x)  # Rule 1
+        return F.group_norm(x, self._groups(x.shape[1]), *self._affine(), gn.eps)
 
     def extract(self) -> nn.Module:
         gn = self.module
@@ -234,9 +245,8 @@ class ElasticParameter(ElasticOp):
         self.sel = None
 
     def forward(self) -> torch.Tensor:
-        if self.sel is None:
-            return self.param
-        return take(self.param, self.dim, self.sel)
+        param = tensor_attr(self, "param")
+        return param if self.sel is None else take(param, self.dim, self.sel)
 
     def extract(self) -> torch.Tensor:
         sliced = take(self.param, self.dim, self.sel)

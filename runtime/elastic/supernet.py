@@ -21,6 +21,9 @@ Rules:
      code: load only trusted files.
   7. Moving the network (``.to(device)``) re-activates the current config so cached index
      tensors live on the new device.
+  8. Every GraphModule of the network runs the forward of `fastgraph.accelerate` (cheaper
+     submodule lookups, same calls). Copies, unpickled networks and networks whose top-level
+     graph module was recompiled (saving does that) are accelerated again on their next forward.
 
 Example:
     >>> import torch, torch.fx as fx
@@ -56,6 +59,7 @@ from runtime.elastic.bindings import Bindings
 from runtime.elastic.blocks import SkipBlock
 from runtime.elastic.cost import CostModel
 from runtime.elastic.extract import extract_graph_module
+from runtime.elastic.fastgraph import accelerate_all, is_handled
 from runtime.elastic.plan import Plan
 from runtime.elastic.space import SearchSpace, SubnetConfig
 
@@ -101,6 +105,7 @@ class SuperNetwork(nn.Module):
         self._device = _first_device(graph_module)
         self._config = space.max_config()
         self._set(self._config)
+        accelerate_all(graph_module)  # Rule 8
 
     @property
     def config(self) -> SubnetConfig:
@@ -129,7 +134,10 @@ class SuperNetwork(nn.Module):
         self._config = config
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.graph_module(*args, **kwargs)  # Rule 3
+        gm = self._modules["graph_module"]  # no nn.Module.__getattr__ on the hot path
+        if not is_handled(gm):  # Rule 8
+            accelerate_all(gm)
+        return gm(*args, **kwargs)  # Rule 3
 
     def max_config(self) -> SubnetConfig:
         return self.space.max_config()
