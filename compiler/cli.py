@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import importlib.util
 import json
 import sys
 import time
@@ -21,67 +19,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["main", "load_model", "parse_shape"]
+from runtime.modelref import ModelRefError, load_model, parse_json_object, parse_shape
+
+__all__ = ["main", "build_parser"]
 
 
 class CLIError(Exception):
     """A user error: printed without a traceback, exit status 2."""
-
-
-def load_model(ref: str, kwargs: dict | None = None) -> torch.nn.Module:
-    """Build the model named by ``module:factory`` or ``file.py:factory``."""
-    if ":" not in ref:
-        raise CLIError(f"MODEL must look like 'package.module:factory' or 'file.py:factory', "
-                       f"got {ref!r}")
-    where, name = ref.rsplit(":", 1)
-    try:
-        if where.endswith(".py"):
-            path = Path(where)
-            if not path.is_file():
-                raise CLIError(f"no such file: {where}")
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-    except ImportError as exc:
-        raise CLIError(f"cannot import {where!r}: {exc}. Check the module path and that its "
-                       "package is installed in this environment.") from exc
-    factory = getattr(module, name, None)
-    if factory is None:
-        options = sorted(n for n in dir(module) if not n.startswith("_") and callable(
-            getattr(module, n)))[:20]
-        raise CLIError(f"{where} has no attribute {name!r}; callables there: {options}")
-    try:
-        model = factory(**(kwargs or {}))
-    except TypeError as exc:
-        raise CLIError(f"calling {ref}(**{kwargs or {}}) failed: {exc}") from exc
-    if not isinstance(model, torch.nn.Module):
-        raise CLIError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
-    except ValueError:
-        shape = ()
-    if not shape or any(d < 1 for d in shape):
-        raise CLIError(f"--input-shape must be positive integers like 1,3,224,224, got {text!r}")
-    return shape
-
-
-def _parse_kwargs(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CLIError(f"--kwargs is not valid JSON ({exc}); example: "
-                       "--kwargs '{\"num_classes\": 10}'") from exc
-    if not isinstance(value, dict):
-        raise CLIError("--kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
-    return value
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -98,7 +42,7 @@ def _config(text: str | None):
     if not text:
         return SupernetConfig()
     if text.lstrip().startswith("{"):
-        return SupernetConfig.from_dict(_parse_kwargs(text))
+        return SupernetConfig.from_dict(parse_json_object(text, "--config"))
     return SupernetConfig.from_json(text)
 
 
@@ -119,7 +63,7 @@ def _cmd_inspect(args) -> int:
     config = _config(args.config)
     if args.strict:
         config = dataclasses.replace(config, strict=True)
-    model = load_model(args.model, _parse_kwargs(args.kwargs)).eval()
+    model = load_model(args.model, parse_json_object(args.kwargs)).eval()
     shape = parse_shape(args.input_shape)
     x = torch.zeros(shape)
     analysis = analyze(model, x, cfg=analysis_config(config))
@@ -151,7 +95,7 @@ def _cmd_compile(args) -> int:
     from compiler.report import space_dict
 
     config = _config(args.config)
-    model = load_model(args.model, _parse_kwargs(args.kwargs)).eval()
+    model = load_model(args.model, parse_json_object(args.kwargs)).eval()
     shape = parse_shape(args.input_shape)
     t = time.perf_counter()
     net = compile_supernet(model, torch.zeros(shape), config)
@@ -186,11 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_commands(sub) -> None:
-    """Commands whose runtime lives elsewhere register themselves here."""
-    try:
-        from runtime.lower.cli import add_bench_parser
-    except ImportError:
-        return
+    """Commands whose implementation lives in the runtime register themselves here."""
+    from runtime.lower.cli import add_bench_parser
+
     add_bench_parser(sub)
 
 
@@ -199,7 +141,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except CLIError as exc:
+    except (CLIError, ModelRefError) as exc:
         print(f"supernet: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`

@@ -69,7 +69,7 @@ def test_file_factory(capsys, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["inspect", "bench.models"], "must look like"),
-    (["inspect", "bench.models:nope"], "has no attribute 'nope'"),
+    (["inspect", "bench.models:nope"], "has no callable 'nope'"),
     (["inspect", "no_such_module:f"], "cannot import"),
     (["inspect", "missing.py:f"], "no such file"),
     (["inspect", *R20[:1], "--kwargs", "{bad"], "not valid JSON"),

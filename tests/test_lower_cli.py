@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from runtime.lower.cli import add_bench_parser, load_model, BenchError
+from runtime.lower.cli import add_bench_parser
+from runtime.modelref import ModelRefError, load_model
 
 MODEL_FILE = '''
 import torch
@@ -84,6 +85,6 @@ def test_user_errors_exit_2_with_one_line(model_file, capsys, argv, match):
 
 def test_load_model_from_package():
     model = load_model("torch.nn:Linear", {"in_features": 2, "out_features": 1})
-    assert not model.training
-    with pytest.raises(BenchError):
+    assert model.out_features == 1
+    with pytest.raises(ModelRefError, match="no callable 'nothing_here'"):
         load_model("torch.nn:nothing_here")

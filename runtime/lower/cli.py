@@ -34,8 +34,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -45,42 +43,13 @@ import torch
 
 from runtime.lower.errors import DeviceUnavailableError, LoweringError, RuntimeMissingError
 from runtime.lower.latency import BACKENDS, MODES, PRECISIONS, LatencyReport, compare_latency
+from runtime.modelref import load_model, parse_json_object, parse_shape
 
-__all__ = ["add_bench_parser", "run_bench", "load_model", "BenchError"]
+__all__ = ["add_bench_parser", "run_bench", "BenchError"]
 
 
 class BenchError(ValueError):
     """A user error in the bench command's arguments."""
-
-
-def load_model(ref: str, kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
-    """Build the model named by ``module:factory`` or ``file.py:factory`` (Rule 1)."""
-    if ":" not in ref:
-        raise BenchError(f"MODEL must look like 'package.module:factory' or 'file.py:factory', "
-                         f"got {ref!r}")
-    where, name = ref.rsplit(":", 1)
-    if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise BenchError(f"no such file: {where}")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as e:
-            raise BenchError(f"cannot import {where!r}: {e}. Check the module path.") from e
-    factory = getattr(module, name, None)
-    if not callable(factory):
-        raise BenchError(f"{where} has no callable {name!r}")
-    try:
-        model = factory(**(kwargs or {}))
-    except TypeError as e:
-        raise BenchError(f"calling {ref}(**{kwargs or {}}) failed: {e}") from e
-    if not isinstance(model, torch.nn.Module):
-        raise BenchError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
-    return model.eval()
 
 
 def _choices(values: list[str], allowed: tuple[str, ...], flag: str) -> list[str]:
@@ -92,14 +61,7 @@ def _choices(values: list[str], allowed: tuple[str, ...], flag: str) -> list[str
 
 
 def _parse_args(args: argparse.Namespace) -> tuple[torch.nn.Module, tuple[int, ...], list, list]:
-    try:
-        kwargs = json.loads(args.kwargs) if args.kwargs else {}
-        shape = tuple(int(d) for d in args.input_shape.replace("x", ",").split(","))
-    except ValueError as e:
-        raise BenchError(f"--kwargs must be a JSON object and --input-shape integers like "
-                         f"1,3,224,224 ({e})") from e
-    if not isinstance(kwargs, dict) or any(d < 1 for d in shape):
-        raise BenchError("--kwargs must be a JSON object, --input-shape positive integers")
+    kwargs, shape = parse_json_object(args.kwargs), parse_shape(args.input_shape)
     backends = _choices(args.backend, BACKENDS, "--backend")
     precisions = _choices(args.precision, PRECISIONS, "--precision")
     combos = [(b, p) for b in backends for p in precisions if not (b == "torch" and p == "int8")]
@@ -107,7 +69,7 @@ def _parse_args(args: argparse.Namespace) -> tuple[torch.nn.Module, tuple[int, .
     if not combos:
         raise BenchError("nothing to measure: torch runs fp32 only; add --precision fp32 or "
                          "--backend onnxruntime/openvino")
-    return load_model(args.model, kwargs), shape, combos, skipped
+    return load_model(args.model, kwargs).eval(), shape, combos, skipped
 
 
 def format_table(reports: dict[str, LatencyReport], title: str, skipped: list[str]) -> str:
