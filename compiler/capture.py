@@ -114,10 +114,7 @@ def _to_meta(value):
     return value
 
 
-class _MetaShapes(Interpreter):
-    """Runs the graph on meta tensors: shapes without arithmetic. Modules run through
-    `functional_call` with meta parameters, shape-preserving ones are skipped."""
-
+class _Recorder(Interpreter):
     def __init__(self, gm):
         super().__init__(gm)
         self.values: dict[str, object] = {}
@@ -127,6 +124,10 @@ class _MetaShapes(Interpreter):
         self.values[n.name] = out
         return out
 
+
+class _MetaShapes(_Recorder):
+    """Runs the graph on meta tensors: shapes without arithmetic. Modules run through
+    `functional_call` with meta parameters, shape-preserving ones are skipped."""
     def get_attr(self, target, args, kwargs):
         return _to_meta(super().get_attr(target, args, kwargs))
 
@@ -153,17 +154,6 @@ def warm_up() -> float:
     torch.nn.functional.conv2d(x, torch.empty(1, 1, 1, 1, device="meta")).relu().sum()
     _WARM.append(True)
     return time.perf_counter() - t
-
-
-class _Recorder(Interpreter):
-    def __init__(self, gm):
-        super().__init__(gm)
-        self.values: dict[str, object] = {}
-
-    def run_node(self, n):
-        out = super().run_node(n)
-        self.values[n.name] = out
-        return out
 
 
 def _fake_run(gm, example_inputs) -> dict:
