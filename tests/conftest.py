@@ -5,26 +5,18 @@ import pytest
 import torch
 
 from bench.models import ZOO, ZOO_INPUT_SHAPES
+from runtime.train.calibrate import calibrate_batch_norm
 
 
 def calibrate_bn(model: torch.nn.Module, x: torch.Tensor, steps: int = 2) -> torch.nn.Module:
-    """Set every batch norm's running statistics to those of random data like `x`.
+    """Batch-norm statistics of random data like `x` (batches of 16), then eval mode.
 
     A randomly initialised deep network shrinks its signal block after block (squeeze-excitation,
     layer scale), so its logits are ~1e-5 and closeness checks would pass vacuously. With
     calibrated statistics the logits are O(1)."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _ in range(steps):
-            model(torch.randn((16, *x.shape[1:]), generator=gen))
-    for m in bns:
-        m.momentum = 0.1
-    return model.eval()
+    batches = [torch.randn((16, *x.shape[1:]), generator=gen) for _ in range(steps)]
+    return calibrate_batch_norm(model, batches).eval()
 
 
 @functools.lru_cache(maxsize=None)
