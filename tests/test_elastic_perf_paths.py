@@ -1,7 +1,8 @@
-"""The fast paths of the elastic runtime keep behaviour: fastgraph.py, base.py Rule 4, supernet.py Rule 8.
+"""Fast paths of the elastic runtime keep behaviour (fastgraph, base Rule 4, supernet Rule 8).
 
 No timings here (those are in bench/supernet_overhead.py): only that the accelerated code calls
-the same modules, sees replaced modules and hooks, survives copies and saving, and backs off.
+the same modules, sees replaced modules and hooks, survives copies and saving, backs off, and
+that residual adds written in place (fastgraph Rule 6) give bit-identical outputs unseen by hooks.
 """
 from __future__ import annotations
 
@@ -131,3 +132,71 @@ def _runs(net: SuperNetwork, op: nn.Module) -> bool:
     """Whether ``op`` is outside every inactive SkipBlock."""
     return not any(op in list(s.modules()) for s in net.modules()
                    if isinstance(s, SkipBlock) and not s.active)
+
+
+def _block_gm(net: SuperNetwork) -> fx.GraphModule:
+    return net.graph_module.block1.block
+
+
+def test_residual_add_of_a_batch_norm_output_is_routed_through_add_into():
+    _, net = build_cnn()
+    assert fastgraph._ADD in type(_block_gm(net)).forward.__code__.co_names  # x + bn3(...)
+
+
+def test_add_into_writes_into_the_fresh_operand_only_when_nothing_can_tell():
+    bn = nn.BatchNorm1d(3).eval()
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    expected = b + a
+    with torch.no_grad():
+        fresh = a.clone()
+        out = fastgraph.add_into(b, fresh, 1, bn)
+        assert out is fresh and torch.equal(out, expected)
+        assert fastgraph.add_into(a.clone(), b[:1], 0, bn).shape == (2, 3)  # broadcast: a + b
+        assert fastgraph.add_into(a.clone(), b.double(), 0, bn).dtype == torch.float64
+    fresh = a.clone()
+    assert fastgraph.add_into(fresh, b, 0, bn) is not fresh  # autograd on
+    for handle in (bn.register_forward_hook(lambda m, i, o: None),
+                   nn.modules.module.register_module_forward_hook(lambda m, i, o: None)):
+        with torch.no_grad():
+            fresh = a.clone()
+            assert fastgraph.add_into(fresh, b, 0, bn) is not fresh and torch.equal(fresh, a)
+        handle.remove()
+
+
+def test_a_hook_keeping_a_residual_operand_sees_it_unchanged():
+    _, net = build_cnn()
+    net.eval()
+    kept = []
+    block = _block_gm(net)
+    block.get_submodule("bn3").module.register_forward_hook(lambda m, i, o: kept.append(o))
+    project_out = []
+    block.get_submodule("project").register_forward_hook(lambda m, i, o: project_out.append(o))
+    with torch.no_grad():
+        net(cnn_input(net.config["res"]))
+        expected = block.get_submodule("bn3")(project_out[0])
+    assert torch.equal(kept[0], expected)  # not bn3 output + block input
+
+
+def test_residual_adds_in_place_keep_zoo_outputs_bit_identical():
+    from bench.models import resnet20_cifar
+    from compiler.pipeline import compile_supernet
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    net = compile_supernet(resnet20_cifar(num_classes=10).eval(), x).eval()
+    stock = copy.deepcopy(net.graph_module)  # torch.fx's own code, sharing nothing
+    assert not fastgraph.is_accelerated(stock)
+    with torch.no_grad():
+        for seed in (None, 3, 4):
+            config = net.max_config() if seed is None else net.sample(seed)
+            net.activate(config)
+            _copy_state(net, stock)
+            assert torch.equal(net(x), stock(x))
+
+
+def _copy_state(net: SuperNetwork, stock: fx.GraphModule) -> None:
+    """Give the ops and blocks of ``stock`` (a deep copy of net's graph module) net's state."""
+    for mine, theirs in zip(net.graph_module.modules(), stock.modules()):
+        for attr in ("in_sel", "out_sel", "sel", "kernel", "active"):
+            if attr in mine.__dict__:
+                theirs.__dict__[attr] = mine.__dict__[attr]
