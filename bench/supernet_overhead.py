@@ -50,6 +50,7 @@ from torch import nn
 
 from bench.models import ZOO
 from compiler.pipeline import compile_supernet
+from runtime.train.calibrate import calibrate_batch_norm
 
 KEY_MODELS = ("resnet50", "mobilenet_v2")
 FIXED_SIZE = {"vit": 32}
@@ -101,18 +102,9 @@ def compare(times: dict[str, dict[str, list[float]]], base: str, variant: str) -
 
 
 def calibrate_bn(model: nn.Module, shape: tuple[int, ...]) -> None:
-    """Running statistics of random data (two batches, cumulative average), then eval mode."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
+    """Running statistics of random data (two batches of 8), then eval mode."""
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn((8, *shape[1:]), generator=gen))
-    for m in bns:
-        m.momentum = 0.1
+    calibrate_batch_norm(model, [torch.randn((8, *shape[1:]), generator=gen) for _ in range(2)])
     model.eval()
 
 
