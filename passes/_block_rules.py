@@ -1,0 +1,54 @@
+"""Op-name tables and block naming of `find_skippable_blocks` (its docstring is the spec)."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+from compiler.ir import IRGraph
+
+_NORMS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm", "GroupNorm",
+          "batch_norm", "layer_norm", "group_norm"}
+_ACTS = {"ReLU", "ReLU6", "SiLU", "GELU", "Hardswish", "Hardsigmoid", "Sigmoid", "Tanh",
+         "LeakyReLU", "ELU", "Mish", "PReLU", "relu", "relu_", "relu6", "silu", "gelu", "hardswish",
+         "hardsigmoid", "sigmoid", "sigmoid_", "tanh", "tanh_", "leaky_relu", "leaky_relu_", "elu",
+         "elu_", "mish", "hardtanh", "hardtanh_"}
+_PARAM_FUNCS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                "conv_transpose3d", "linear", "bilinear"}
+_MATMULS = {"matmul", "mm", "bmm", "addmm", "einsum"}
+_ADDITIVE = {"add", "sub", "iadd", "isub", "add_", "sub_"}
+_CATS = {"cat", "concat", "concatenate"}
+_MERGES = _ADDITIVE | _CATS | {"mul", "imul", "mul_"}
+_LAYOUT = {"view", "reshape", "permute", "transpose", "contiguous", "flatten", "unflatten",
+           "squeeze", "unsqueeze", "t", "movedim", "Flatten", "Unflatten", "Identity"}
+_VIEWS = _LAYOUT | {"getitem", "expand", "expand_as", "view_as", "narrow", "select", "chunk",
+                    "split", "unbind", "detach", "as_strided"}
+_INPLACE_FUNCS = {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "iand", "ior",
+                  "ixor", "ilshift", "irshift", "imatmul", "setitem"}
+
+def _scope(ir: IRGraph, name: str) -> str:
+    stack = ir.fx_node(name).meta.get("nn_module_stack")
+    if stack:
+        last = next(reversed(stack.values()))
+        return str(last[0] if isinstance(last, tuple) else last)
+    info = ir.info(name)
+    return info.target.rpartition(".")[0] if info.op == "get_attr" else info.module_path or ""
+
+
+def _common_prefix(paths: list[str]) -> str:
+    return ".".join(os.path.commonprefix([p.split(".") if p else [] for p in paths]))
+
+
+def _unique_names(prefixes: list[str], scopes: list[list[str]], fallbacks: list[str]) -> list[str]:
+    """Rule 13: the prefix; ``prefix[first..last]`` child when shared; else the fallback."""
+    counts, names = Counter(prefixes), []
+    for prefix, paths, fallback in zip(prefixes, scopes, fallbacks):
+        kids = [p[len(prefix) + 1:].split(".")[0] for p in paths if p.startswith(prefix + ".")]
+        if prefix and counts[prefix] == 1:
+            names.append(prefix)
+        elif prefix and kids:
+            span = kids[0] if kids[0] == kids[-1] else f"{kids[0]}..{kids[-1]}"
+            names.append(f"{prefix}[{span}]")
+        else:
+            names.append(fallback)
+    again = Counter(names)
+    return [n if again[n] == 1 else f for n, f in zip(names, fallbacks)]
