@@ -33,7 +33,7 @@ import io
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
