@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import operator
 import traceback
 from typing import Iterable, Sequence
 
@@ -235,20 +236,13 @@ def _meta(value) -> tuple:
 def _node_info(node: fx.Node, gm: fx.GraphModule, value) -> NodeInfo:
     kind, path, mtype = _kind(node, gm)
     if node.op == "get_attr" and value is None:
-        value = _attr(gm, node.target)
+        value = operator.attrgetter(node.target)(gm)
     shape, dtype, tuple_shapes = _meta(value)
     return NodeInfo(
         name=node.name, op=node.op, target=_target_str(node), kind=kind, module_path=path,
         module_type=mtype, shape=shape, dtype=dtype, tuple_shapes=tuple_shapes,
         channel_axis=1 if shape is not None and len(shape) >= 2 else None,
         stack_trace=node.meta.get("stack_trace"))
-
-
-def _attr(gm: torch.nn.Module, target: str):
-    obj = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def capture(model: torch.nn.Module, example_inputs, *, leaf_modules: Iterable = ()) -> IRGraph:

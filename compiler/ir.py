@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -118,10 +119,7 @@ class IRGraph:
 
     def get_attr(self, target: str):
         """The tensor (parameter or buffer) a ``get_attr`` node reads."""
-        obj = self.gm
-        for part in target.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return operator.attrgetter(target)(self.gm)
 
     def users(self, name: str) -> list[str]:
         return [u.name for u in self._fx[name].users]

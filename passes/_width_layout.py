@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from passes._width_ops import HANDLERS_BASE, HINT_FREEZE, ShapeOf, TDesc, D, _norm_dim, shape
-from passes._width_rules import Desc, PDesc, Seg, arg, is_node
+from passes._width_rules import Desc, PDesc, Seg, arg, is_node, rest_args
 
 HINT_RESHAPE = ("write the reshape with -1 or sizes read from x.shape, or keep that part frozen; "
                 "attention-head and channel-shuffle reshapes are frozen by design")
@@ -37,13 +37,6 @@ def on_flatten(st, node):  # Rule 8
     return Desc(start, _with_inner(d.segs, math.prod(s[d.axis + 1:end + 1])))
 
 
-def _shape_args(node):
-    rest = node.args[1:] if node.op == "call_method" else node.args[1:]
-    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
-        rest = tuple(rest[0])
-    return rest or tuple(node.kwargs.get("shape", ()))
-
-
 def _reshape_target(s, out, axis):
     """(output dim, inner repeat) where the channel axis lands, or (None, 1) if it is split."""
     before = math.prod(s[:axis])
@@ -64,7 +57,7 @@ def on_reshape(st, node):  # Rule 14
         st.unsupported_(node.name, "Rule 14", f"reshape {tuple(s)} -> {tuple(out)} splits the "
                         "channel axis (e.g. attention heads or channel shuffle)", HINT_RESHAPE, [d])
         return None
-    args = _shape_args(node)
+    args = rest_args(node, "shape")
     if len(args) == len(out) and isinstance(args[j], int) and args[j] != -1 and out[j] > 1:
         st.unsupported_(node.name, "Rule 14", f"reshape hard-codes the channel count {args[j]}",
                         HINT_RESHAPE, [d])
@@ -72,17 +65,10 @@ def on_reshape(st, node):  # Rule 14
     return Desc(j, _with_inner(d.segs, inner) if inner > 1 else d.segs)
 
 
-def _perm_args(node):
-    rest = node.args[1:]
-    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
-        rest = tuple(rest[0])
-    return rest or tuple(node.kwargs.get("dims", ()))
-
-
 def on_permute(st, node):  # Rule 9
     d = D(st, node.args[0])
     nd = len(st.ir.info(node.name).shape)
-    perm = [_norm_dim(p, nd) for p in _perm_args(node)]
+    perm = [_norm_dim(p, nd) for p in rest_args(node, "dims")]
     if isinstance(d, Desc):
         return Desc(perm.index(d.axis), d.segs)
     if isinstance(d, PDesc):

@@ -151,6 +151,15 @@ def arg(node, index: int, name: str, default=None):
     return node.kwargs.get(name, default)
 
 
+def rest_args(node, kwarg: str) -> tuple:
+    """Arguments after the tensor, given as varargs (``x.view(a, b)``) or one sequence
+    (``x.view((a, b))``), else the keyword `kwarg`."""
+    rest = node.args[1:]
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        rest = tuple(rest[0])
+    return rest or tuple(node.kwargs.get(kwarg, ()))
+
+
 def is_node(x) -> bool:
     return isinstance(x, torch.fx.Node)
 

@@ -119,19 +119,12 @@ def _elastic_param(gm: fx.GraphModule, node: fx.Node, dim: int) -> tuple[Elastic
         gm.add_module("_elastic_params", torch.nn.Module())
     holder, leaf = gm._elastic_params, node.target.replace(".", "_")
     if leaf not in holder._modules:
-        holder.add_module(leaf, ElasticParameter(_fetch(gm, node.target), dim))
+        holder.add_module(leaf, ElasticParameter(operator.attrgetter(node.target)(gm), dim))
     with gm.graph.inserting_before(node):
         call = gm.graph.call_module(f"_elastic_params.{leaf}")
     node.replace_all_uses_with(call)
     gm.graph.erase_node(node)
     return holder._modules[leaf], call.name
-
-
-def _fetch(gm, target: str) -> torch.Tensor:
-    obj = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _dynamic_layer_norm_shape(graph: fx.Graph, node: fx.Node) -> tuple[str, str]:

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from compiler.ir import IRGraph
 from passes._width_layout import HANDLERS
 from passes._width_ops import on_unknown
-from passes._width_rules import Desc, State, classify
+from passes._width_rules import Desc, State, classify, rest_args
 from passes.unsupported import Unsupported, raise_if_strict
 
 __all__ = ["GroupingConfig", "Segment", "ChannelUse", "WidthGroup", "WidthGroups",
@@ -240,10 +240,7 @@ def _check_size_reads(st: State, node, kind: str) -> None:
 
 
 def _shape_position(node, a) -> int | None:
-    rest = node.args[1:]
-    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
-        rest = tuple(rest[0])
-    return next((i for i, v in enumerate(rest) if v is a), None)
+    return next((i for i, v in enumerate(rest_args(node, "shape")) if v is a), None)
 
 
 def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:

@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
 import torch.fx as fx
@@ -44,7 +45,7 @@ __all__ = ["reorder_channels", "channel_importance"]
 def _tensors(gm: fx.GraphModule, node: fx.Node, use: ChannelUse) -> list[tuple[torch.Tensor, int]]:
     """(tensor, dim) pairs that a use's channel axis indexes (Rule 3)."""
     if node.op == "get_attr":
-        return [(_attr(gm, node.target), use.dim)]
+        return [(operator.attrgetter(node.target)(gm), use.dim)]
     if node.op != "call_module":
         return []
     mod = gm.get_submodule(node.target)
@@ -52,13 +53,6 @@ def _tensors(gm: fx.GraphModule, node: fx.Node, use: ChannelUse) -> list[tuple[t
         return [(mod.weight, 1)]
     names = ("weight", "bias", "running_mean", "running_var")
     return [(getattr(mod, n), 0) for n in names if isinstance(getattr(mod, n, None), torch.Tensor)]
-
-
-def _attr(gm, target: str):
-    obj = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def channel_importance(gm: fx.GraphModule, wg: WidthGroups) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import operator
 from typing import Any
 
 import torch
@@ -75,13 +76,6 @@ def _copy_attr(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _fetch(gm: fx.GraphModule, target: str) -> Any:
-    obj: Any = gm
-    for name in target.split("."):
-        obj = getattr(obj, name)
-    return obj
-
-
 def _skip_input(node: fx.Node) -> fx.Node:
     if node.args:
         return node.args[0]
@@ -94,7 +88,7 @@ def extract_graph_module(gm: fx.GraphModule, class_name: str = "GraphModule") ->
     attrs: dict[str, Any] = {}
     for node in list(graph.nodes):
         if node.op == "get_attr" and node.target not in attrs:
-            attrs[node.target] = _copy_attr(_fetch(gm, node.target))  # Rule 5
+            attrs[node.target] = _copy_attr(operator.attrgetter(node.target)(gm))  # Rule 5
         if node.op != "call_module":
             continue
         module = gm.get_submodule(node.target)
