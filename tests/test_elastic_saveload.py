@@ -104,7 +104,7 @@ def test_bindings_round_trip_through_json(saved_cnn):
 def test_save_of_an_unpicklable_network_is_clear_and_leaves_no_file(tmp_path):
     _, net = build_tokens()
     net.meta["callback"] = lambda: None
-    with pytest.raises(ValueError, match="cannot pickle the super-network"):
+    with pytest.raises(ValueError, match="cannot save the super-network"):
         net.save(tmp_path / "bad.pt")
     assert list(tmp_path.iterdir()) == []
 

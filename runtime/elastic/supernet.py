@@ -15,10 +15,14 @@ Rules:
      equals ``activate(config); self(x)`` in eval mode, sharing no storage with the supernet.
   5. ``macs(config)`` and ``params(config)`` are analytic (see `cost.py`); ``params`` equals the
      parameter count of ``extract(config)``.
-  6. ``save(path)`` writes one torch file (magic, format version, pickled graph_module, space and
-     bindings as dicts, meta, state_dict, current config); ``SuperNetwork.load`` rebuilds it and
-     raises `SupernetFileError` for a truncated, foreign or newer-format file. Loading unpickles
-     code: load only trusted files.
+  6. ``save(path)`` writes one torch file of data and tensors only (format 2: magic, format
+     version, the module tree and its fx graphs as data (see `serialize.py`), space and bindings
+     as dicts, meta as JSON-able data, current config). ``SuperNetwork.load`` reads it with
+     ``torch.load(weights_only=True)``, so loading a file never runs code from it, and raises
+     `SupernetFileError` for a truncated, foreign or newer-format file, or for a file holding
+     pickled code (format 1, or a crafted file), which it refuses unless ``trusted=True``.
+     ``save(path, trusted_format=True)`` writes format 1 (the pickled graph module), for
+     networks with parts the data format cannot hold; only ``load(..., trusted=True)`` reads it.
   7. Moving the network (``.to(device)``) re-activates the current config so cached index
      tensors live on the new device.
   8. Every GraphModule of the network runs the forward of `fastgraph.accelerate` (cheaper
@@ -46,6 +50,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from typing import IO, Any, Mapping
@@ -61,13 +66,15 @@ from runtime.elastic.cost import CostModel
 from runtime.elastic.extract import extract_graph_module
 from runtime.elastic.fastgraph import accelerate_all, is_handled
 from runtime.elastic.plan import Plan
+from runtime.elastic.serialize import NotSerializableError, module_from_data, module_to_data
 from runtime.elastic.space import SearchSpace, SubnetConfig
 
 __all__ = ["SuperNetwork", "SupernetFileError", "SkipBlock", "MAGIC", "FORMAT_VERSION"]
 
 MAGIC = "runtime.elastic.SuperNetwork"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _KEYS = ("magic", "format_version", "graph_module", "space", "bindings", "meta", "state_dict", "config")
+_KEYS_V2 = ("magic", "format_version", "graph_module", "space", "bindings", "meta", "config")
 
 
 class SupernetFileError(ValueError):
@@ -173,16 +180,13 @@ class SuperNetwork(nn.Module):
         self._set(self._config)
         return result
 
-    def save(self, path: str | os.PathLike | IO[bytes]) -> None:
+    def save(self, path: str | os.PathLike | IO[bytes], *, trusted_format: bool = False) -> None:
         """Write everything needed to rebuild this network without the original model (Rule 6).
 
         A path is written atomically (a temporary file renamed into place), so an interrupted
         save never leaves a truncated checkpoint behind.
         """
-        payload = {"magic": MAGIC, "format_version": FORMAT_VERSION,
-                   "graph_module": self.graph_module, "space": self.space.to_dict(),
-                   "bindings": self.bindings.to_dict(), "meta": self.meta,
-                   "state_dict": self.state_dict(), "config": dict(self._config)}
+        payload = self._payload(trusted_format)
         if not isinstance(path, (str, os.PathLike)):
             return _save(payload, path)
         tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
@@ -193,13 +197,41 @@ class SuperNetwork(nn.Module):
             if os.path.exists(tmp):
                 os.remove(tmp)
 
+    def _payload(self, trusted_format: bool) -> dict[str, Any]:
+        common = {"magic": MAGIC, "space": self.space.to_dict(), "bindings": self.bindings.to_dict(),
+                  "config": dict(self._config)}
+        if trusted_format:
+            return {**common, "format_version": 1, "graph_module": self.graph_module,
+                    "meta": self.meta, "state_dict": self.state_dict()}
+        try:
+            meta = json.loads(json.dumps(self.meta))
+        except (TypeError, ValueError) as exc:
+            raise NotSerializableError(f"cannot save the super-network: meta must be JSON-able data "
+                                       f"({exc})") from exc
+        with self.activate(self.space.max_config()):  # selections at max are plain None
+            module = module_to_data(self.graph_module)
+        return {**common, "format_version": FORMAT_VERSION, "graph_module": module, "meta": meta}
+
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: Any = None) -> "SuperNetwork":
-        """Rebuild a saved network. Unpickles code (weights_only=False): trusted files only."""
-        payload = _read(path, map_location)
-        net = cls(payload["graph_module"], SearchSpace.from_dict(payload["space"]),
+    def load(cls, path: str | os.PathLike, map_location: Any = None, *,
+             trusted: bool = False) -> "SuperNetwork":
+        """Rebuild a saved network without running code from the file (Rule 6).
+
+        ``trusted=True`` also reads format-1 files, which unpickle code: only for files you made.
+        """
+        payload = _read(path, map_location, trusted)
+        if payload["format_version"] == 1:
+            gm, state = payload["graph_module"], payload["state_dict"]
+        else:
+            try:
+                gm, state = module_from_data(payload["graph_module"]), None
+            except (NotSerializableError, ImportError, AttributeError, KeyError, TypeError) as exc:
+                raise SupernetFileError(f"cannot rebuild the super-network in {os.fspath(path)!r}: "
+                                        f"{exc}") from exc
+        net = cls(gm, SearchSpace.from_dict(payload["space"]),
                   Bindings.from_dict(payload["bindings"]), payload["meta"])
-        net.load_state_dict(payload["state_dict"])
+        if state is not None:
+            net.load_state_dict(state)
         net.activate(payload["config"])
         return net
 
@@ -219,24 +251,48 @@ def _first_device(module: nn.Module) -> torch.device | None:
     return None
 
 
-def _read(path: str | os.PathLike, map_location: Any) -> dict[str, Any]:
+def _read(path: str | os.PathLike, map_location: Any, trusted: bool) -> dict[str, Any]:
+    name = os.fspath(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except Exception as exc:  # zip/pickle errors of a truncated or corrupt file have many types
-        raise SupernetFileError(f"cannot read supernet file {os.fspath(path)!r}: truncated or "
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc).lower() and "unsupported global" not in str(exc).lower():
+            raise SupernetFileError(f"cannot read supernet file {name!r}: truncated or corrupt "
+                                    f"({type(exc).__name__}: {exc})") from exc
+        if not trusted:
+            raise SupernetFileError(
+                f"{name!r} holds pickled code (a format-1 super-network file, or a file crafted to "
+                "run code when loaded), so it was refused without unpickling it. If you made this "
+                "file yourself, load it with SuperNetwork.load(path, trusted=True) and save it again "
+                "to get the code-free format.") from None
+        payload = _read_trusted(name, map_location)
+    except Exception as exc:  # zip errors of a truncated or corrupt file have many types
+        raise SupernetFileError(f"cannot read supernet file {name!r}: truncated or "
                                 f"corrupt ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("magic") != MAGIC:
         got = f"dict with keys {sorted(map(str, payload))[:8]}" if isinstance(payload, dict) \
             else type(payload).__name__
-        raise SupernetFileError(f"not a supernet file: {os.fspath(path)!r} holds a {got}; expected "
+        raise SupernetFileError(f"not a supernet file: {name!r} holds a {got}; expected "
                                 f"a dict with keys {list(_KEYS)} written by SuperNetwork.save")
     version = payload.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         raise SupernetFileError(f"unsupported supernet format version {version!r} in "
-                                f"{os.fspath(path)!r}; this runtime reads version {FORMAT_VERSION}")
-    missing = [k for k in _KEYS if k not in payload]
+                                f"{name!r}; this runtime reads versions 1 and {FORMAT_VERSION}")
+    if version == 1 and not trusted:
+        raise SupernetFileError(f"{name!r} is a format-1 file (pickled code); refused. Load it "
+                                "with trusted=True only if you made it.")
+    keys = _KEYS if version == 1 else _KEYS_V2
+    missing = [k for k in keys if k not in payload]
     if missing:
-        raise SupernetFileError(f"supernet file {os.fspath(path)!r} lacks keys {missing}")
+        raise SupernetFileError(f"supernet file {name!r} lacks keys {missing}")
     return payload
+
+
+def _read_trusted(name: str, map_location: Any) -> dict[str, Any]:
+    try:
+        return torch.load(name, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise SupernetFileError(f"cannot read supernet file {name!r}: truncated or corrupt "
+                                f"({type(exc).__name__}: {exc})") from exc
