@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="SupernetConfig as a JSON file or inline JSON object")
     p.add_argument("-o", "--output", required=True, help="where to save the super-network")
     p.set_defaults(func=_cmd_compile)
+    from compiler.run_cli import add_run_parsers
+    add_run_parsers(sub)
     _add_optional_commands(sub)
     return parser
 

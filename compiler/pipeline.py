@@ -26,7 +26,7 @@ from passes.find_skippable_blocks import BlockConfig, SkippableBlocks, find_skip
 from passes.find_width_groups import GroupingConfig, WidthGroups, find_width_groups
 from passes.unsupported import raise_if_strict
 
-__all__ = ["AnalysisConfig", "Analysis", "analyze", "compile_supernet", "FORMAT_VERSION"]
+__all__ = ["AnalysisConfig", "Analysis", "analyze", "compile_supernet", "run_pipeline", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -215,3 +215,65 @@ def compile_supernet(model: torch.nn.Module, example_inputs, config=None):
         example_inputs = (example_inputs,)
     analysis = analyze(model, example_inputs, cfg=analysis_config(config))
     return build_supernet(analysis, example_inputs, config)
+
+
+def run_pipeline(config, *, resume: bool = False, until: str | None = None, force: bool = False,
+                 progress: bool = True, log=print) -> dict:
+    """`supernet run`: original model -> compile -> train -> search -> export -> report.
+
+    ``config`` is a `RunConfig`, a dict of its sections or a path to a JSON/YAML file. Every
+    stage writes under ``output_dir`` and ends with ``<stage>/done.json``; ``resume=True`` skips
+    completed stages and continues the interrupted one from its checkpoints or store. A folder
+    holding another run is refused unless ``resume`` (same config) or ``force`` (start over).
+    ``until`` stops after that stage. Returns ``{stage: its summary}``.
+    """
+    import shutil
+    from pathlib import Path
+
+    from compiler.run_config import RunConfig, load_run_config
+    from compiler.stages import STAGES, RunContext, check_before_start, read_json, write_json
+
+    if isinstance(config, (str, Path)):
+        cfg = load_run_config(config)
+    else:
+        cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    names = [n for n, _ in STAGES]
+    if until is not None and until not in names:
+        raise ValueError(f"until must be one of {names}, got {until!r}")
+    check_before_start(cfg)
+    out = Path(cfg.output_dir)
+    resolved = cfg.resolved()
+    marker = out / "config.resolved.json"
+    if marker.exists() and not force:
+        previous = read_json(marker)
+        if not resume:
+            raise FileExistsError(f"{out} holds the results of an earlier run; pass --resume to "
+                                  "continue it or --force to start over (its results are deleted)")
+        if previous != resolved:
+            changed = sorted(k for k in set(previous) | set(resolved)
+                             if previous.get(k) != resolved.get(k))
+            raise FileExistsError(f"{out} holds a run with another config (sections {changed} "
+                                  "differ); use another output_dir, or --force to start over")
+    elif out.exists() and any(out.iterdir()) and not force and not marker.exists():
+        raise FileExistsError(f"{out} exists and is not empty; choose another output_dir or pass "
+                              "--force (its contents are deleted)")
+    if force and out.exists():
+        shutil.rmtree(out)
+    write_json(marker, resolved)
+    ctx = RunContext(cfg, out, progress=progress, log=log)
+    summaries = {}
+    for i, (name, stage) in enumerate(STAGES, 1):
+        done = out / name / "done.json" if name != "report" else out / "report.json"
+        if resume and done.exists() and name != "report":
+            log(f"[{i}/{len(STAGES)}] {name}: already complete, skipped")
+            summaries[name] = read_json(done)
+        else:
+            log(f"[{i}/{len(STAGES)}] {name}")
+            t0 = time.perf_counter()
+            summaries[name] = stage(ctx)
+            if name != "report":
+                write_json(done, summaries[name])
+            log(f"  done in {time.perf_counter() - t0:.1f} s")
+        if name == until:
+            break
+    return summaries

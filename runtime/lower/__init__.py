@@ -20,7 +20,7 @@ from runtime.lower.environment import capture_environment
 from runtime.lower.errors import (DeviceUnavailableError, LoweringError, RuntimeMissingError,
                                   import_runtime)
 from runtime.lower.latency import (BACKENDS, MODES, PRECISIONS, LatencyReport, compare_latency,
-                                   measure_latency)
+                                   compare_models, measure_latency)
 from runtime.lower.lut import LatencyTable, LutAgreement, build_latency_table, lut_agreement
 from runtime.lower.onnx_export import check_onnx, to_onnx
 from runtime.lower.openvino import check_openvino, to_openvino
@@ -32,7 +32,7 @@ __all__ = [
     "DeviceUnavailableError", "LatencyReport", "LatencyTable", "LoweringCache", "LoweringError",
     "LutAgreement", "RuntimeMissingError",
     "build_latency_table", "calibration_samples", "capture_environment", "check_onnx",
-    "check_openvino", "compare_latency", "default_cache", "fingerprint_arrays",
+    "check_openvino", "compare_latency", "compare_models", "default_cache", "fingerprint_arrays",
     "fingerprint_module", "import_runtime", "is_int8", "lut_agreement", "measure_latency",
     "quantize_int8", "request_latency", "to_onnx", "to_openvino",
 ]

@@ -57,7 +57,7 @@ from runtime.lower.runners import (OnnxRuntimeRunner, OpenVinoRunner, Samples, T
                                    check_device, normalize_device)
 
 __all__ = ["LatencyReport", "measure_latency", "compare_latency", "example_arrays",
-           "BACKENDS", "PRECISIONS", "MODES"]
+           "BACKENDS", "PRECISIONS", "MODES", "compare_models"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "int8")
@@ -250,33 +250,59 @@ def compare_latency(model: Any, configs: Sequence[tuple[Any, ...]], *, batch_siz
     A config may name its own model as a third item, ``(backend, precision, artifact)``, to time
     artifacts lowered beforehand (an INT8 model quantized with real calibration data).
     """
+    own = {f"{c[0]}/{c[1]}": c[2] for c in configs if len(c) > 2}
+    reports = compare_models({"model": {**own, "module": model}}, [c[:2] for c in configs],
+                             batch_size=batch_size, threads=threads, device=device, mode=mode,
+                             warmup=warmup, iterations=iterations, repeats=repeats,
+                             interleave=interleave, example_inputs=example_inputs,
+                             input_shape=input_shape, calibration_data=calibration_data,
+                             calibration_size=calibration_size, cache=cache)
+    return reports["model"]
+
+
+def compare_models(models: dict[str, Any], configs: Sequence[tuple[str, str]], *,
+                   batch_size: int = 1, threads: int | None = None, device: str = "cpu",
+                   mode: str = "latency", warmup: int = 10, iterations: int = 100,
+                   repeats: int = 5, interleave: int | None = None, example_inputs: Any = None,
+                   input_shape: Sequence[int] | None = None, calibration_data: Any = None,
+                   calibration_size: int = 8, cache: LoweringCache | bool = True
+                   ) -> dict[str, dict[str, LatencyReport]]:
+    """``{model name: {'backend/precision': report}}``: every model x config interleaved (Rule 5).
+
+    A value of ``models`` is a module (or artifact), or a dict ``{'backend/precision': artifact,
+    'module': module}`` naming artifacts lowered beforehand; the module serves the other configs.
+    """
     device = normalize_device(device)
-    for backend, precision, *_ in configs:
+    for backend, precision in configs:
         _check_combination(backend, precision, mode)
         check_device(backend, device)
     _check_counts(batch_size, iterations, repeats, interleave or 1, warmup)
     threads = threads or (1 if mode == "latency" else usable_cores())  # Rule 4
-    inputs = example_arrays(model, batch_size, example_inputs, input_shape)
     runners = {}
-    for backend, precision, *own in configs:
-        source = own[0] if own else model
-        artifact = _lower(source, backend, precision, inputs, calibration_data,
-                          calibration_size, cache)
-        runner = _runner(artifact, backend, inputs, threads, device, mode)
-        runners[(backend, precision)] = runner
-        if warmup:
-            runner.time_repeat(warmup)
+    for name, entry in models.items():
+        own = entry if isinstance(entry, dict) else {"module": entry}
+        inputs = example_arrays(own.get("module"), batch_size, example_inputs, input_shape)
+        for backend, precision in configs:
+            source = own.get(f"{backend}/{precision}", own.get("module"))
+            artifact = _lower(source, backend, precision, inputs, calibration_data,
+                              calibration_size, cache)
+            runner = _runner(artifact, backend, inputs, threads, device, mode)
+            runners[(name, backend, precision)] = runner
+            if warmup:
+                runner.time_repeat(warmup)
     environment = capture_environment(device=device, threads=threads)
-    samples: dict[tuple[str, str], list[Samples]] = {k: [] for k in runners}
+    samples: dict[tuple[str, str, str], list[Samples]] = {k: [] for k in runners}
     for _ in range(repeats):
         for k, part in _interleaved_repeat(runners, iterations, interleave or iterations).items():
             samples[k].append(part)
     settings = dict(device=device, mode=mode, batch_size=batch_size, threads=threads,
                     warmup=warmup, iterations=iterations, repeats=repeats,
                     interleave=interleave or iterations, environment=environment)
-    return {f"{b}/{p}": _summarize(samples[(b, p)], backend=b, precision=p,
-                                   runtime_config=runners[(b, p)].config, **settings)
-            for b, p in runners}
+    out: dict[str, dict[str, LatencyReport]] = {name: {} for name in models}
+    for (name, b, p), runner in runners.items():
+        out[name][f"{b}/{p}"] = _summarize(samples[(name, b, p)], backend=b, precision=p,
+                                           runtime_config=runner.config, **settings)
+    return out
 
 
 def measure_latency(model: Any, *, backend: str = "torch", precision: str = "fp32",
