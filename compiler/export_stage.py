@@ -12,7 +12,8 @@ Rules:
   3. Each chosen sub-network gets its BN statistics re-calibrated for it, is extracted, and is
      written in every format (`runtime.lower.artifacts`); every artifact's accuracy is measured
      on the whole validation set: FP32 formats must agree with PyTorch within 0.1 pt and INT8
-     within 1 pt, and the result of that check is recorded (and printed when it fails).
+     within 1 pt (or one image, on a set too small to resolve that), and the result of that
+     check is recorded (and printed when it fails).
   4. The original model is lowered the same way, and every model x target is timed in one
      `compare_models` call per (batch, threads, device), so ratios are side by side.
   5. Each sub-network's folder is complete once its ``done.json`` exists (resume skips it).
@@ -106,15 +107,17 @@ def _write_and_verify(ctx: RunContext, name: str, module: torch.nn.Module) -> di
     paths = write_artifacts(module, ctx.example_input(), folder, formats=e.formats,
                             calibration_data=images, calibration_samples=e.calibration_samples)
     val = ctx.loaders()[1]
-    torch_acc = evaluate_model(module, val).top1
+    result = evaluate_model(module, val)
+    torch_acc, one_image = result.top1, 100.0 / max(1, result.samples)
     checks = {}
     for kind, path in paths.items():
         acc = evaluate_artifact(kind, path, val)
+        allowed = max(_AGREEMENT_PT[kind], one_image)  # a small set cannot resolve 0.1 pt
         checks[kind] = {"path": str(path.relative_to(ctx.out)), "accuracy": acc,
-                        "agrees": abs(acc - torch_acc) <= _AGREEMENT_PT[kind]}
+                        "agrees": abs(acc - torch_acc) <= allowed + 1e-9}
         if not checks[kind]["agrees"]:
             ctx.log(f"  WARNING {name} {kind}: top-1 {acc:.2f}% vs PyTorch {torch_acc:.2f}% "
-                    f"(allowed {_AGREEMENT_PT[kind]} pt)")
+                    f"(allowed {allowed:.2f} pt)")
     info = {"name": name, "accuracy": torch_acc, "artifacts": checks,
             "params": sum(p.numel() for p in module.parameters())}
     write_json(folder / "done.json", info)

@@ -260,7 +260,8 @@ def run_pipeline(config, *, resume: bool = False, until: str | None = None, forc
     if force and out.exists():
         shutil.rmtree(out)
     write_json(marker, resolved)
-    ctx = RunContext(cfg, out, progress=progress, log=log)
+    ctx = RunContext(cfg, out, progress=progress, log=log,
+                     source=str(config) if isinstance(config, (str, Path)) else None)
     summaries = {}
     for i, (name, stage) in enumerate(STAGES, 1):
         done = out / name / "done.json" if name != "report" else out / "report.json"

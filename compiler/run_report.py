@@ -67,8 +67,20 @@ def build_report(ctx: RunContext) -> dict:
                                  for e in search["pareto"]]},
             "training": _training_metrics(ctx), "environment": export.get("environment", {}),
             "python": platform.python_version(), "stage_wall_s": stages,
-            "reproduce": f"supernet run {ctx.path('config.resolved.json')}",
+            "reproduce": _reproduce(ctx),
             "config": read_json(ctx.path("config.resolved.json"))}
+
+
+def _reproduce(ctx: RunContext) -> str:
+    import subprocess
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return (f"supernet run {ctx.source or ctx.path('config.resolved.json')} --force"
+            f"   # code at git {commit}; every default filled in: "
+            f"{ctx.path('config.resolved.json')}")
 
 
 def _training_metrics(ctx: RunContext) -> list[dict]:
@@ -92,7 +104,20 @@ def summary_table(report: dict) -> str:
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", headline(report)])
+
+
+def headline(report: dict) -> str:
+    """One sentence: what the best sub-network within tolerance gained."""
+    tol = report["config"]["export"]["tolerance_pt"]
+    ok = [s for s in report["subnetworks"] if s["accuracy"] >= report["original"]["accuracy"] - tol]
+    if not ok:
+        return f"No chosen sub-network is within {tol:g} pt of the original's accuracy."
+    best = min(ok, key=lambda s: s["macs"])
+    gains = ", ".join(f"{x:.2f}x lower p90 latency on {t}" for t, x in best.get("speedup", {}).items())
+    return (f"{best['name']}: top-1 {best['accuracy']:.2f}% ({best['accuracy_delta_pt']:+.2f} pt vs "
+            f"the original's {report['original']['accuracy']:.2f}%) with {best['macs_x']:.2f}x "
+            f"fewer MACs" + (f", {gains}" if gains else "") + ".")
 
 
 def _png(fig) -> str:
@@ -156,7 +181,7 @@ def render_html(report: dict) -> str:
     targets = report["targets"]
     head = "".join(f"<th>{esc(h)}</th>" for h in
                    ["model", "top-1 %", "MACs (M)", "MACs x", "params (k)", "exports agree"]
-                   + [f"{t}<br>p50 / p90 ms, img/s, speed-up" for t in targets])
+                   + [f"{t}: p50 / p90 ms, img/s, p90 speed-up" for t in targets])
     body = []
     for name, e in [("original", report["original"])] + [(s["name"], s) for s in report["subnetworks"]]:
         cells = [name, f"{e['accuracy']:.2f}", f"{e['macs'] / 1e6:.2f}",
@@ -178,6 +203,7 @@ def render_html(report: dict) -> str:
              "figure{display:inline-block;margin:8px}img{max-width:520px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>supernet run report</title>"
             f"<style>{style}</style></head><body><h1>supernet run report</h1>"
+            f"<p id='headline'>{esc(headline(report))}</p>"
             f"<h2>Original vs chosen sub-networks</h2><table id='summary'><tr>{head}</tr>"
             f"{''.join(body)}</table><h2>Plots</h2>{plots}"
             f"<h2>Search</h2><p>{report['search']['validations']} validations, "

@@ -58,6 +58,7 @@ class RunContext:
     out: Path
     progress: bool = True
     log: Callable[[str], None] = print
+    source: str | None = None
     _memo: dict = field(default_factory=dict)
 
     def path(self, *parts: str) -> Path:
@@ -201,6 +202,7 @@ def stage_compile(ctx: RunContext) -> dict:
     from compiler.pipeline import compile_supernet
     t0 = time.perf_counter()
     net = compile_supernet(ctx.model(), ctx.example_input(), dict(ctx.cfg.supernet))
+    ctx.path("compile").mkdir(parents=True, exist_ok=True)
     net.save(ctx.path("compile", "supernet.pt"))
     ctx._memo[("supernet", "compile")] = net
     dims = {d.name: list(d.choices) for d in net.space}
@@ -218,6 +220,7 @@ def stage_train(ctx: RunContext) -> dict:
     t = ctx.cfg.training
     t0 = time.perf_counter()
     net = ctx.supernet("compile")
+    ctx.path("train").mkdir(parents=True, exist_ok=True)
     options = dict(t.options)
     if t.list_stage_descriptions is not None:
         options.setdefault("list_stage_descriptions", t.list_stage_descriptions)
