@@ -138,7 +138,7 @@ class ExportSection(_Section):
 class RunConfig(_Section):
     model: ModelSection
     data: DataSection = DataSection()
-    supernet: dict[str, Any] = {}
+    supernet: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     training: TrainingSection = TrainingSection()
     search: SearchSection = SearchSection()
     export: ExportSection = ExportSection()
