@@ -16,6 +16,15 @@ Rules:
   6. ``sample(seed)`` draws each dimension uniformly; ``seed`` is an int, a numpy Generator or
      None (fresh entropy).
   7. ``to_dict()``/``from_dict()`` round-trip through JSON-able data.
+  8. ``Dimension(..., active_when=(depth_dimension, k))`` declares a dependency: the dimension
+     matters only when that depth dimension's value is >= k (it lives in block k-1 of the stage).
+     ``validate`` of the space checks the depth dimension exists and k is within its choices.
+     ``relevant(config)`` tells which dimensions matter; ``canonical(config)`` sets every
+     irrelevant one to its maximal choice, so configs that build the same sub-network are equal.
+  9. ``features(configs)`` is the masked encoding for predictors: one column per dimension,
+     (n_choices - index) / n_choices (1 = maximal, 1/n = minimal choice) and 0 where the
+     dimension is irrelevant. ``canonical_indices`` and ``relevance`` are its vectorised parts
+     over an (n, len(space)) matrix of choice indices.
 
 Example:
     >>> space = SearchSpace([Dimension("w", "width", (8, 6, 4)), Dimension("d", "depth", (2, 1))])
@@ -27,6 +36,9 @@ Example:
     {'w': 4, 'd': 2}
     >>> space.max_config().with_(w=4) == space.decode([2, 0])
     True
+    >>> dep = SearchSpace([Dimension("d", "depth", (2, 1)), Dimension("k", "kernel", (5, 3), ("d", 2))])
+    >>> dict(dep.canonical({"d": 1, "k": 3})), dep.features([{"d": 1, "k": 3}]).tolist()
+    ({'d': 1, 'k': 5}, [[0.5, 0.0]])
 """
 from __future__ import annotations
 
@@ -49,11 +61,17 @@ class Dimension:
     name: str
     kind: Literal["width", "depth", "kernel", "resolution"]
     choices: tuple[int, ...]
+    active_when: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         choices = tuple(int(c) for c in self.choices)
         object.__setattr__(self, "choices", choices)
         where = f"Dimension {self.name!r} ({self.kind}, choices {choices})"
+        if self.active_when is not None:  # Rule 8
+            if len(self.active_when) != 2 or not isinstance(self.active_when[0], str):
+                raise ValueError(f"{where}: active_when must be (depth_dimension_name, k), "
+                                 f"got {self.active_when!r}")
+            object.__setattr__(self, "active_when", (self.active_when[0], int(self.active_when[1])))
         if self.kind not in KINDS:
             raise ValueError(f"{where}: kind must be one of {KINDS}")
         if not choices or any(a <= b for a, b in zip(choices, choices[1:])):
@@ -134,6 +152,32 @@ class SearchSpace:
         self._index = {d.name: {c: i for i, c in enumerate(d.choices)} for d in self.dimensions}
         self._sizes = np.array([len(d.choices) for d in self.dimensions], dtype=np.int64)
         self._token = object()
+        self._dependencies = self._check_dependencies()
+
+    def _check_dependencies(self) -> list[tuple[int, int, int]]:
+        """(dimension index, depth dimension index, minimal depth index) per dependency (Rule 8)."""
+        out, problems = [], []
+        position = {d.name: i for i, d in enumerate(self.dimensions)}
+        for i, d in enumerate(self.dimensions):
+            if d.active_when is None:
+                continue
+            dep, k = d.active_when
+            if dep not in self._by_name or self._by_name[dep].kind != "depth":
+                problems.append(f"{d.describe()}: active_when names {dep!r}, which is not a depth "
+                                "dimension of the space")
+            elif not 1 <= k <= self._by_name[dep].max:
+                problems.append(f"{d.describe()}: active_when k={k} must be in "
+                                f"[1, {self._by_name[dep].max}]")
+            else:  # relevant iff depth >= k iff depth index <= index of the smallest choice >= k
+                choices = self._by_name[dep].choices
+                out.append((i, position[dep], max(j for j, c in enumerate(choices) if c >= k)))
+        if problems:
+            raise ValueError("invalid dimension dependencies: " + "; ".join(problems))
+        return out
+
+    @property
+    def has_dependencies(self) -> bool:
+        return bool(self._dependencies)
 
     @property
     def size(self) -> int:
@@ -223,10 +267,53 @@ class SearchSpace:
             data[d.name] = d.choices[int(v)]
         return self._mark(data)
 
+    def indices(self, configs: Iterable[Mapping[str, int]]) -> np.ndarray:
+        """An (n, len(space)) int matrix of choice indices (Rule 4, batched)."""
+        rows = [self.encode(c) for c in configs]
+        return np.array(rows, dtype=np.int64).reshape(len(rows), len(self.dimensions))
+
+    def relevance(self, indices: np.ndarray) -> np.ndarray:
+        """Boolean matrix: which dimension matters in which row of ``indices`` (Rule 8)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.ones(indices.shape, dtype=bool)
+        for i, dep, max_index in self._dependencies:
+            out[:, i] = indices[:, dep] <= max_index
+        return out
+
+    def canonical_indices(self, indices: np.ndarray) -> np.ndarray:
+        """``indices`` with every irrelevant entry set to 0, the maximal choice (Rule 8)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return np.where(self.relevance(indices), indices, 0) if self._dependencies else indices.copy()
+
+    def relevant(self, config: Mapping[str, int]) -> dict[str, bool]:
+        row = self.relevance(self.indices([config]))[0]
+        return {d.name: bool(r) for d, r in zip(self.dimensions, row)}
+
+    def canonical(self, config: Mapping[str, int]) -> SubnetConfig:
+        """The config with irrelevant dimensions at their maximal choice (Rule 8)."""
+        config = self.validate(config)
+        if not self._dependencies:
+            return config
+        return self.decode(self.canonical_indices(self.indices([config]))[0].tolist())
+
+    def features(self, configs: Iterable[Mapping[str, int]] | np.ndarray) -> np.ndarray:
+        """Masked encoding, one float column per dimension (Rule 9); accepts an index matrix."""
+        x = configs if isinstance(configs, np.ndarray) else self.indices(configs)
+        x = np.asarray(x, dtype=np.int64).reshape(-1, len(self.dimensions))
+        values = (self._sizes - x) / self._sizes
+        return np.where(self.relevance(x), values, 0.0)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"dimensions": [{"name": d.name, "kind": d.kind, "choices": list(d.choices)}
-                               for d in self.dimensions]}
+        dims = []
+        for d in self.dimensions:
+            row: dict[str, Any] = {"name": d.name, "kind": d.kind, "choices": list(d.choices)}
+            if d.active_when is not None:
+                row["active_when"] = list(d.active_when)
+            dims.append(row)
+        return {"dimensions": dims}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SearchSpace":
-        return cls([Dimension(d["name"], d["kind"], tuple(d["choices"])) for d in data["dimensions"]])
+        return cls([Dimension(d["name"], d["kind"], tuple(d["choices"]),
+                              tuple(d["active_when"]) if d.get("active_when") else None)
+                    for d in data["dimensions"]])

@@ -28,6 +28,8 @@ Rules:
   8. Every GraphModule of the network runs the forward of `fastgraph.accelerate` (cheaper
      submodule lookups, same calls). Copies, unpickled networks and networks whose top-level
      graph module was recompiled (saving does that) are accelerated again on their next forward.
+  9. ``space`` gets the dimension dependencies of `dependencies.derive_dependencies` (a width
+     or kernel dimension used only inside one stage's SkipBlocks matters only when they are kept).
 
 Example:
     >>> import torch, torch.fx as fx
@@ -63,6 +65,7 @@ from torch import nn
 from runtime.elastic.bindings import Bindings
 from runtime.elastic.blocks import SkipBlock
 from runtime.elastic.cost import CostModel
+from runtime.elastic.dependencies import derive_dependencies
 from runtime.elastic.extract import extract_graph_module
 from runtime.elastic.fastgraph import accelerate_all, is_handled
 from runtime.elastic.plan import Plan
@@ -103,7 +106,7 @@ class SuperNetwork(nn.Module):
                  meta: Mapping[str, Any] | None = None):
         super().__init__()
         self.graph_module = graph_module
-        self.space = space
+        self.space = derive_dependencies(space, bindings)  # Rule 9
         self.bindings = bindings
         self.meta = dict(meta or {})
         self._plan = Plan(graph_module, space, bindings)  # Rule 1

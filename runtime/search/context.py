@@ -1,0 +1,111 @@
+"""What every tactic shares: the validator, the running front and hypervolume, the options.
+
+Rules:
+  1. `TacticOptions` (frozen, keyword-only) holds every tactic's knobs; defaults suit a budget
+     of a few hundred validations.
+  2. `Context.after_batch` (called by the validator after every batch) keeps the feasible
+     validated Pareto front incrementally and appends ``(validations, hypervolume)``; the
+     hypervolume bounds are fixed from the maximal and minimal configs' values when the first
+     batch has both (else from the whole first batch; ``reference_point`` sets the nadir) and
+     never move, so curves of different tactics on one problem compare.
+  3. ``seeds`` are genomes the first population starts with: the maximal config (the original
+     model, so the result can mark it), then warm-start seeds, then the minimal config.
+  4. `Context.plateaued` is True when the hypervolume gained less than ``min_improvement``
+     (relative) over the last ``patience`` batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from runtime.elastic.space import SearchSpace
+from runtime.search.evaluator import Entry, Validator
+from runtime.search.result import Bounds, hypervolume, pareto_mask
+
+__all__ = ["TacticOptions", "Context"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TacticOptions:
+    """Rule 1."""
+
+    predictor: str = "ensemble"  # runtime.search.predictors.make_predictor name
+    initial: int | None = None  # first validated sample (default: the population size)
+    batch_size: int | None = None  # validations per concurrent iteration (default: population / 2)
+    inner_generations: int = 100  # inner search generations on the predictors
+    inner_population: int = 100  # (>= 10,000 predicted evaluations per iteration)
+    explore: float = 0.2  # share of each batch spent on mutations of the front (exploration)
+    patience: int = 4  # stop after this many batches without hypervolume gain ...
+    min_improvement: float = 1e-4  # ... of at least this (relative); 0 disables plateau stops
+    predictor_samples: float = 0.5  # "predictor" tactic: share of the budget sampled first
+    popdb_threshold: float = 0.1  # PopDB: keep values chosen at least this often in clusters
+    popdb_min_cluster_size: int = 5
+    grid_steps: int = 4  # coarse-to-fine: levels per global multiplier
+    mutation_rate: float | None = None  # per-gene reset probability (default 1/n_var)
+
+
+@dataclass
+class Context:
+    """State shared by the tactics (Rules 2-4)."""
+
+    space: SearchSpace
+    validator: Validator
+    algorithm: str
+    pop_size: int
+    seed: int
+    options: TacticOptions
+    seeds: np.ndarray
+    algorithm_options: Mapping[str, Any] = field(default_factory=dict)
+    nadir: np.ndarray | None = None  # reference point in minimisation form
+    bounds: Bounds | None = None
+    hv: list[tuple[int, float]] = field(default_factory=list)
+    front: list[Entry] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    progress: Callable[["Context"], None] | None = None
+    _seen: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    @property
+    def n_obj(self) -> int:
+        return len(self.validator.names)
+
+    @property
+    def n_constr(self) -> int:
+        return len(self.validator.constraints) + 1
+
+    def minimization(self, entries) -> np.ndarray:
+        return self.validator.minimization(self.validator.entry_values(entries))
+
+    def after_batch(self, validator: Validator) -> None:
+        """Rule 2."""
+        new = [e for e in validator.history[self._seen:]]
+        self._seen = len(validator.history)
+        feasible = validator.feasible(new)
+        if self.bounds is None:
+            extremes = [e for e in new if e.ok and e.config in (self.space.max_config(),
+                                                                  self.space.min_config())]
+            ok = extremes if len(extremes) == 2 else [e for e in new if e.ok]
+            if not ok:
+                self.hv.append((len(validator.history), 0.0))
+                return
+            self.bounds = Bounds.from_values(self.minimization(ok), self.nadir)
+        pool = self.front + feasible
+        if pool:
+            F = self.minimization(pool)
+            self.front = [e for e, keep in zip(pool, pareto_mask(F)) if keep]
+        value = hypervolume(self.minimization(self.front), self.bounds) if self.front else 0.0
+        self.hv.append((len(validator.history), value))
+        if self.progress is not None:
+            self.progress(self)
+
+    def plateaued(self) -> bool:
+        """Rule 4."""
+        p, tol = self.options.patience, self.options.min_improvement
+        if tol <= 0 or len(self.hv) <= p:
+            return False
+        old, new = self.hv[-p - 1][1], self.hv[-1][1]
+        return new - old <= tol * max(abs(old), 1e-12)

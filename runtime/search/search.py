@@ -1,0 +1,215 @@
+"""`search`: the one entry point that puts objectives, store, tactic and algorithm together.
+
+Rules:
+  1. ``supernet_or_space`` is a `SuperNetwork` (built-in objectives by name, fingerprint from
+     its weights) or a `SearchSpace` (objectives must be objects). Names of tactics, algorithms
+     and objectives are checked before anything runs; unknown ones list the valid ones.
+  2. The objective order of the result, the store and the plots is exactly the order given.
+  3. ``store`` is an `EvaluationStore`, a path, or None (in memory). It is bound to the
+     super-network's fingerprint and the latency target; another one is refused.
+     A search restarted on the same store with the same arguments re-reads every stored value
+     instead of validating it again and ends with the same result.
+  4. ``budget`` counts validations (distinct canonical configs whose costly objectives were
+     measured or read from the store); ``population`` is the algorithm's population and the
+     concurrent tactic's first sample (default: budget / 4, between 10 and 50).
+  5. ``warm_start``: a `SearchResult`, an `EvaluationStore` or path (its Pareto set over the
+     objectives it recorded), or a list of configs; these seed the first population and are
+     validated again on this search's objectives. ``tactic="warm_start"`` requires it.
+  6. ``executor``: None (validations in this process), ``"processes"`` (a local process pool,
+     shut down at the end), or any object with ``submit`` (concurrent.futures, Dask Client).
+  7. ``progress=True`` shows a tqdm bar: validations, best hypervolume, ETA.
+
+Example:
+    >>> from runtime.elastic import Dimension, SearchSpace
+    >>> from runtime.search.objectives import Objective
+    >>> space = SearchSpace([Dimension(f"w{i}", "width", (8, 6, 4)) for i in range(4)])
+    >>> acc = Objective("acc", lambda cs: [sum(c.values()) for c in cs], minimize=False)
+    >>> size = Objective("size", lambda cs: [sum(v * v for v in c.values()) for c in cs],
+    ...                  validation=False)
+    >>> r = search(space, [acc, size], tactic="full", budget=30, population=10, progress=False)
+    >>> r.validations, r.pareto[0].values["acc"], r.pareto[-1].values["acc"]
+    (30, 32.0, 16.0)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from runtime.elastic.space import SearchSpace
+from runtime.search.context import Context, TacticOptions
+from runtime.search.evaluator import Validator
+from runtime.search.objectives import resolve_objectives
+from runtime.search.problem import ALGORITHMS, genome_keys
+from runtime.search.result import SearchResult, pareto_mask
+from runtime.search.store import EvaluationStore, fingerprint as fingerprint_of, settings_key
+from runtime.search.tactics import TACTICS, run_tactic
+
+__all__ = ["search", "warm_start_configs"]
+
+
+def _space(obj: Any) -> tuple[SearchSpace, Any]:
+    if isinstance(obj, SearchSpace):
+        return obj, None
+    space = getattr(obj, "space", None)
+    if not isinstance(space, SearchSpace):
+        raise TypeError(f"search needs a SuperNetwork or a SearchSpace, got {type(obj).__name__}")
+    return space, obj
+
+
+def _store(store: Any) -> EvaluationStore:
+    if store is None:
+        return EvaluationStore()
+    if isinstance(store, EvaluationStore):
+        return store
+    return EvaluationStore(Path(store))
+
+
+def _store_front(store: EvaluationStore) -> list[dict]:
+    """Configs on the Pareto front of every objective a store recorded (Rule 5)."""
+    known = store.objectives()
+    values: dict[str, dict[str, float]] = {}
+    failed = set()
+    for row in store.rows(kind="validated"):
+        if row.error or row.value is None:
+            failed.add(row.config)
+        else:
+            values.setdefault(row.config, {})[row.objective] = row.value
+    import json
+
+    names = sorted(known)
+    complete = [(c, v) for c, v in values.items() if c not in failed and all(n in v for n in names)]
+    if not complete:
+        return []
+    F = np.array([[v[n] * (1 if known[n][1] else -1) for n in names] for _, v in complete])
+    return [json.loads(c) for (c, _), keep in zip(complete, pareto_mask(F)) if keep]
+
+
+def warm_start_configs(source: Any, space: SearchSpace) -> list:
+    """Seed configs from a previous search (Rule 5), those valid in ``space``."""
+    if source is None:
+        return []
+    if isinstance(source, SearchResult):
+        configs = [e.config for e in source.pareto]
+    elif isinstance(source, (EvaluationStore, str, os.PathLike)):
+        store = source if isinstance(source, EvaluationStore) else EvaluationStore(Path(source))
+        configs = _store_front(store)
+    else:
+        configs = list(source)
+    out = []
+    for c in configs:
+        try:
+            out.append(space.canonical(c))
+        except ValueError:
+            continue
+    return out
+
+
+def _check_names(tactic: str, algorithm: str, warm_start: Any) -> None:
+    if tactic not in TACTICS:
+        raise ValueError(f"unknown tactic {tactic!r}; valid: {list(TACTICS)}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; valid: {list(ALGORITHMS)}")
+    if tactic == "warm_start" and warm_start is None:
+        raise ValueError("tactic 'warm_start' needs warm_start= (a SearchResult, a store or its "
+                         "path, or a list of configs)")
+
+
+def _seeds(space: SearchSpace, warm: Sequence) -> np.ndarray:
+    rows = [space.encode(space.max_config())] + [space.encode(c) for c in warm] + \
+        [space.encode(space.min_config())]
+    return np.array(rows, dtype=np.int64)
+
+
+def _executor(executor: Any):
+    if executor == "processes":
+        from concurrent.futures import ProcessPoolExecutor
+        return ProcessPoolExecutor(max_workers=os.cpu_count() or 1), True
+    if executor is not None and not hasattr(executor, "submit"):
+        raise TypeError(f"executor must have submit(fn, *args) or be 'processes', got "
+                        f"{type(executor).__name__}")
+    return executor, False
+
+
+def _progress_bar(enabled: bool, budget: int):
+    if not enabled:
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=budget, desc="search", unit="val")
+
+    def update(ctx: Context) -> None:
+        bar.n = len(ctx.validator.history)
+        bar.set_postfix(hv=f"{ctx.hv[-1][1]:.4f}" if ctx.hv else "-", refresh=False)
+        bar.refresh()
+    return bar, update
+
+
+def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "concurrent",
+           algorithm: str = "nsga2", budget: int = 200, population: int | None = None,
+           seed: int = 0, store: Any = None, warm_start: Any = None, executor: Any = None,
+           constraints: Mapping[str, Any] | None = None, progress: bool = True,
+           reference_point: Sequence[float] | None = None,
+           options: TacticOptions | Mapping[str, Any] | None = None,
+           algorithm_options: Mapping[str, Any] | None = None, chunk_size: int | None = None,
+           on_error: str = "record", fingerprint: str | None = None, **context: Any) -> SearchResult:
+    """Search sub-networks; returns the validated Pareto front and the history (Rules 1-7)."""
+    _check_names(tactic, algorithm, warm_start)
+    space, supernet = _space(supernet_or_space)
+    objectives = resolve_objectives(objectives, supernet, **context)  # Rule 2
+    options = options if isinstance(options, TacticOptions) else TacticOptions(**dict(options or {}))
+    if tactic == "popdb":
+        from runtime.search.tactics_more import popdb_space
+        space = popdb_space(space, warm_start, options)
+        warm_start = None
+    if int(budget) < 1:
+        raise ValueError(f"budget must be >= 1 validation, got {budget}")
+    population = int(population or max(10, min(50, int(budget) // 4)))
+    store = _store(store)
+    fp = fingerprint or fingerprint_of(supernet if supernet is not None else space)
+    targets = sorted({o.target.key for o in objectives if getattr(o, "target", None) is not None})
+    store.bind(fp, target=",".join(targets) or None,
+               objectives={o.name: getattr(o, "settings", {}) for o in objectives},
+               minimize={o.name: o.minimize for o in objectives})
+    params = {"tactic": tactic, "algorithm": algorithm, "budget": budget, "population": population,
+              "seed": seed, "objectives": [o.name for o in objectives],
+              "constraints": dict(constraints or {}), "options": options.__dict__}
+    sid = store.begin_search(params)
+    pool, own_pool = _executor(executor)
+    validator = Validator(space, objectives, fingerprint=fp, store=store, budget=budget,
+                          executor=pool, chunk_size=chunk_size, on_error=on_error,
+                          constraints=constraints, search_id=sid)
+    nadir = None if reference_point is None else validator.minimization(
+        np.asarray(reference_point, dtype=float)[None])[0]
+    ctx = Context(space, validator, algorithm, population, int(seed), options,
+                  _seeds(space, warm_start_configs(warm_start, space)),
+                  dict(algorithm_options or {}), nadir=nadir)
+    validator.on_batch = ctx.after_batch
+    bar, ctx.progress = _progress_bar(progress, budget)
+    try:
+        run_tactic(tactic, ctx)
+    finally:
+        if bar is not None:
+            bar.close()
+        if own_pool:
+            pool.shutdown()
+    result = _result(ctx, tactic, algorithm, fp)
+    store.finish_search(sid, {"validations": result.validations, "pareto": len(result.pareto),
+                              "hypervolume": result.best_hypervolume})
+    return result
+
+
+def _result(ctx: Context, tactic: str, algorithm: str, fp: str) -> SearchResult:
+    v = ctx.validator
+    front = sorted(ctx.front, key=lambda e: tuple(ctx.minimization([e])[0]))
+    ref_key = genome_keys(ctx.space, np.array([ctx.space.encode(ctx.space.max_config())]))[0]
+    info = dict(ctx.info)
+    info["reference"] = v.known.get(ref_key)
+    info["failed"] = sum(not e.ok for e in v.history)
+    info["cached"] = sum(e.cached for e in v.history)
+    info["settings"] = {o.name: settings_key(getattr(o, "settings", {})) for o in v.objectives}
+    return SearchResult(tuple(v.names), tuple(o.minimize for o in v.objectives), front,
+                        list(v.history), list(ctx.hv), ctx.bounds, tactic, algorithm, ctx.seed,
+                        fp, info)
