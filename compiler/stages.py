@@ -23,6 +23,7 @@ Rules:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -67,8 +68,8 @@ class RunContext:
     def example_input(self) -> torch.Tensor:
         return torch.zeros(self.cfg.model.input_shape)
 
-    def loaders(self) -> tuple[Any, Any]:
-        if "loaders" not in self._memo:
+    def loaders(self, key: str = "loaders") -> tuple[Any, Any]:
+        if key not in self._memo:
             from runtime.train.data import load_data
             d = self.cfg.data
             kwargs = dict(d.kwargs)
@@ -78,8 +79,8 @@ class RunContext:
                 if d.name != "digits":
                     kwargs.setdefault("train_limit", d.train_limit)
                     kwargs.setdefault("val_limit", d.val_limit)
-            self._memo["loaders"] = load_data(d.name, **kwargs)
-        return self._memo["loaders"]
+            self._memo[key] = load_data(d.name, **kwargs)
+        return self._memo[key]
 
     def search_val_batches(self) -> list:
         """A fixed validation subset (the first ``search_val_limit`` images) as batches."""
@@ -95,11 +96,13 @@ class RunContext:
         return self._memo["search_val"]
 
     def calibration_batches(self, count: int) -> list:
-        """The first ``count`` training batches of a fixed order (BN calibration, INT8)."""
+        """The first ``count`` training batches of a fresh loader (BN calibration, INT8): the
+        same batches whatever this process did before, so a resumed stage sees what an
+        uninterrupted one saw."""
         key = ("calib", count)
         if key not in self._memo:
             batches = []
-            for images, labels in self.loaders()[0]:
+            for images, labels in self.loaders("calibration_loaders")[0]:
                 batches.append((images, labels))
                 if len(batches) >= count:
                     break
@@ -145,8 +148,8 @@ def load_checkpoint_into(model: torch.nn.Module, path: str) -> None:
     shapes = sorted(k for k in set(own) & set(state)
                     if tuple(own[k].shape) != tuple(getattr(state[k], "shape", ())))
     if missing or unexpected or shapes:
-        parts = [f"missing keys {missing[:10]}" if missing else "",
-                 f"unexpected keys {unexpected[:10]}" if unexpected else "",
+        parts = [f"{len(missing)} missing keys {missing[:10]}" if missing else "",
+                 f"{len(unexpected)} unexpected keys {unexpected[:10]}" if unexpected else "",
                  f"shape mismatches {[(k, tuple(own[k].shape), tuple(state[k].shape)) for k in shapes[:5]]}"
                  if shapes else ""]
         raise ValueError(f"model.checkpoint {path!r} does not fit {type(model).__name__}: "
@@ -221,20 +224,28 @@ def stage_train(ctx: RunContext) -> dict:
     t0 = time.perf_counter()
     net = ctx.supernet("compile")
     ctx.path("train").mkdir(parents=True, exist_ok=True)
-    options = dict(t.options)
-    if t.list_stage_descriptions is not None:
-        options.setdefault("list_stage_descriptions", t.list_stage_descriptions)
+    options = strategy_options(ctx.cfg)
     teacher = ctx.model() if t.teacher == "original" else None
     result = train_supernet(
         net, ctx.loaders()[0], strategy=t.strategy, strategy_options=options, epochs=t.epochs,
-        lr=t.lr, weight_decay=t.weight_decay, teacher=teacher, max_steps=t.max_steps,
+        lr=t.lr, teacher=teacher, max_steps=t.max_steps,
         checkpoint_dir=ctx.path("train", "checkpoints"), checkpoint_every=t.checkpoint_every,
         metrics_path=ctx.path("train", "metrics.jsonl"), resume=True, seed=ctx.cfg.seed,
         progress=ctx.progress)
     net.save(ctx.path("train", "supernet.pt"))
     ctx._memo[("supernet", "train")] = net
-    summary = result.to_dict() if hasattr(result, "to_dict") else {}
+    summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
+    ctx.log(f"  {result.steps} steps, {result.images_per_s:.0f} images/s")
     return {"result": summary, "wall_s": time.perf_counter() - t0}
+
+
+def strategy_options(cfg: RunConfig) -> dict:
+    """The strategy's options: ``training.options`` plus the keys the config names itself."""
+    options = dict(cfg.training.options)
+    if cfg.training.list_stage_descriptions is not None:
+        options.setdefault("list_stage_descriptions", cfg.training.list_stage_descriptions)
+    options.setdefault("weight_decay", cfg.training.weight_decay)
+    return options
 
 
 def stage_search(ctx: RunContext) -> dict:
@@ -307,17 +318,17 @@ def check_before_start(cfg: RunConfig) -> None:
         problems.append(f"  model.checkpoint {cfg.model.checkpoint!r}: no such file")
     try:
         from runtime.train import get_strategy
-        options = dict(cfg.training.options)
-        if cfg.training.list_stage_descriptions is not None:
-            options["list_stage_descriptions"] = cfg.training.list_stage_descriptions
-        get_strategy(cfg.training.strategy, **options)
+        get_strategy(cfg.training.strategy, **strategy_options(cfg))
     except (ValueError, TypeError, KeyError) as exc:
         problems.append(f"  training.strategy/options: {exc}")
-    try:
-        from runtime.search import check_search_names
-        check_search_names(tactic=cfg.search.tactic, algorithm=cfg.search.algorithm)
-    except (ValueError, KeyError) as exc:
-        problems.append(f"  search: {exc}")
+    from runtime.search import ALGORITHMS, TACTICS
+    if cfg.search.tactic not in TACTICS or cfg.search.tactic in ("warm_start", "popdb"):
+        problems.append(f"  search.tactic: {cfg.search.tactic!r} is not one of "
+                        f"{[t for t in TACTICS if t not in ('warm_start', 'popdb')]} (warm_start "
+                        "and popdb need an earlier search: use the Python API)")
+    if cfg.search.algorithm not in ALGORITHMS:
+        problems.append(f"  search.algorithm: {cfg.search.algorithm!r} is not one of "
+                        f"{list(ALGORITHMS)}")
     unknown = [o for o in cfg.search.objectives if o not in ("accuracy", "macs", "params", "latency")]
     if unknown:
         problems.append(f"  search.objectives: unknown {unknown}; valid: accuracy, macs, params, "
