@@ -65,6 +65,9 @@ def test_whole_pipeline_writes_verified_exports_and_a_report(tmp_path):
     assert loaded(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
     assert set(sub["latency"]) == {"openvino-fp32-b1-t1-cpu", "openvino-int8-b1-t1-cpu"}
     assert (out / "report.html").stat().st_size > 10_000
+    ckpts = sorted((out / "train" / "checkpoints").glob("ckpt-*.pt"))
+    assert ckpts and all("model" in torch.load(c, weights_only=True) for c in ckpts)
+    assert torch.load(out / "train" / "supernet.pt", weights_only=True)["format_version"] == 2
     assert json.loads((out / "config.resolved.json").read_text())["training"]["strategy"] == "sandwich"
     with pytest.raises(FileExistsError, match="--resume"):
         run_pipeline(digits_config(out), progress=False, log=logs.append)
