@@ -92,6 +92,7 @@ class TrainingSection(_Section):
     list_stage_descriptions: list[dict[str, Any]] | None = None
     max_steps: int | None = Field(None, ge=1)
     checkpoint_every: int = Field(100, ge=1)
+    device: str = Field("auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'")
 
 
 class Target(_Section):

@@ -161,18 +161,29 @@ def _plots(report: dict) -> dict[str, str]:
         ax.set_xlabel("validations"), ax.set_ylabel("hypervolume"), ax.grid(alpha=.3)
         plots["hypervolume"] = _png(fig)
         plt.close(fig)
-    metrics = report["training"]
-    series = sorted({k for m in metrics for k, v in m.items()
-                     if isinstance(v, (int, float)) and k.startswith(("loss", "acc", "top1"))})
+    metrics = [_flat(m) for m in report["training"]]
+    series = sorted({k for m in metrics for k in m if k.startswith(("loss", "acc", "top1"))})
     if metrics and series:
         fig, ax = plt.subplots(figsize=(5.5, 3.2))
         for k in series[:6]:
-            ax.plot([i + 1 for i, m in enumerate(metrics) if k in m],
+            ax.plot([m.get("epoch", i + 1) for i, m in enumerate(metrics) if k in m],
                     [m[k] for m in metrics if k in m], marker="o", label=k)
-        ax.set_xlabel("epoch"), ax.legend(fontsize=7), ax.grid(alpha=.3)
+        ax.set_xlabel("epoch"), ax.set_title("super-network training"), ax.grid(alpha=.3)
+        ax.legend(fontsize=7)
         plots["training"] = _png(fig)
         plt.close(fig)
     return plots
+
+
+def _flat(metrics: dict, prefix: str = "") -> dict:
+    """``{"loss": {"largest": 1.0}}`` -> ``{"loss.largest": 1.0}`` (numbers only)."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def render_html(report: dict) -> str:

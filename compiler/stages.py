@@ -226,12 +226,16 @@ def stage_train(ctx: RunContext) -> dict:
     ctx.path("train").mkdir(parents=True, exist_ok=True)
     options = strategy_options(ctx.cfg)
     teacher = ctx.model() if t.teacher == "original" else None
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if t.device == "auto" else t.device
     result = train_supernet(
         net, ctx.loaders()[0], strategy=t.strategy, strategy_options=options, epochs=t.epochs,
         lr=t.lr, teacher=teacher, max_steps=t.max_steps,
         checkpoint_dir=ctx.path("train", "checkpoints"), checkpoint_every=t.checkpoint_every,
         metrics_path=ctx.path("train", "metrics.jsonl"), resume=True, seed=ctx.cfg.seed,
-        progress=ctx.progress)
+        progress=ctx.progress, device=device)
+    net.to("cpu")  # search and export run on the CPU; the file is device-free
+    if teacher is not None:
+        teacher.to("cpu")
     net.save(ctx.path("train", "supernet.pt"))
     ctx._memo[("supernet", "train")] = net
     summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}

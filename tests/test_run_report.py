@@ -47,7 +47,7 @@ def run_dir(tmp_path):
         "pareto": [{"config": {}, "values": {"accuracy": 90.0, "macs": 1e7}}]})
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "metrics.jsonl").write_text(
-        '{"epoch": 1, "loss_largest": 1.0}\n{"epoch": 2, "loss_largest": 0.5}\n')
+        '{"epoch": 1, "loss": {"largest": 1.0}}\n{"epoch": 2, "loss": {"largest": 0.5}}\n')
     return RunContext(cfg, tmp_path, progress=False, log=lambda s: None)
 
 
@@ -73,7 +73,7 @@ def test_html_is_self_contained(run_dir):
     stage_report(run_dir)
     html = (run_dir.out / "report.html").read_text()
     assert "<script" not in html and not re.search(r"(src|href)=['\"]https?:", html)
-    assert html.count("<tr>") >= 4 and html.count("data:image/png;base64,") >= 3
+    assert html.count("<tr>") >= 4 and html.count("data:image/png;base64,") >= 5  # with training
     assert "id='headline'" in html and "id='summary'" in html
 
 
