@@ -115,6 +115,9 @@ class SearchSection(_Section):
     num_evals: int = Field(120, ge=1, description="budget: validations")
     population: int = Field(24, ge=2)
     constraints: dict[str, Any] = {}
+    latency_method: Literal["measure", "table"] = Field(
+        "measure", description="the latency objective: time each sub-network on the first target, "
+        "or sum a per-layer table")
     ref_acc: float | None = Field(None, description="reference accuracy (percent); default: "
                                   "the original model's, measured")
     store: str | None = Field(None, description="SQLite store; default output_dir/search/store.sqlite")

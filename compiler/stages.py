@@ -287,7 +287,7 @@ def search_objectives(ctx: RunContext, net) -> list:
             t = ctx.cfg.search.targets[0]
             out.append(latency_objective(net, HardwareTarget(
                 backend=t.backend, precision=t.precision, batch_size=t.batch_size,
-                threads=t.threads, device=t.device)))
+                threads=t.threads, device=t.device), method=ctx.cfg.search.latency_method))
         else:
             raise ValueError(f"unknown search objective {name!r}; valid: accuracy, macs, params, "
                              "latency")
