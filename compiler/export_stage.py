@@ -165,7 +165,9 @@ def _measure(ctx: RunContext, modules: dict[str, torch.nn.Module], infos: dict[s
 def stage_export(ctx: RunContext) -> dict:
     t0 = time.perf_counter()
     net = ctx.supernet("train").eval()
-    original_acc = read_json(ctx.path("original", "done.json"))["accuracy"]
+    original_acc = ctx.cfg.search.ref_acc
+    if original_acc is None:
+        original_acc = read_json(ctx.path("original", "done.json"))["accuracy"]
     selection_path = ctx.path("export", "selection.json")
     if selection_path.exists():
         chosen = read_json(selection_path)
