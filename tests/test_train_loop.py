@@ -1,4 +1,5 @@
 """train_supernet: accuracy on digits, checkpoints, exact resume (also after SIGKILL), torchrun."""
+import argparse
 import importlib.util
 import json
 import os
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from runtime.train import (CheckpointError, digits_loaders, evaluate_model, evaluate_subnet,
                            latest_checkpoint, load_checkpoint, train_supernet)
 from tests.train_helpers import mlp, supernet, trained_resnet
+from tests.train_jobs import resume_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,14 +102,12 @@ def test_metrics_lines_per_epoch(tmp_path):
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     job = [sys.executable, "-m", "tests.train_jobs", "resume"]
-    ref = subprocess.run(job + [str(tmp_path / "ref"), str(tmp_path / "ref.pt")], cwd=ROOT,
-                         env=_env(), capture_output=True, text=True)
-    assert ref.returncode == 0, ref.stderr
+    resume_job(argparse.Namespace(dir=tmp_path / "ref", out=tmp_path / "ref.pt", kill_at=-1))
     killed = subprocess.run(job + [str(tmp_path / "run"), str(tmp_path / "run.pt"),
-                                   "--kill-at", "11"], cwd=ROOT, env=_env(),
+                                   "--kill-at", "7"], cwd=ROOT, env=_env(),
                             capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert latest_checkpoint(tmp_path / "run").name == "ckpt-000000008.pt"
+    assert latest_checkpoint(tmp_path / "run").name == "ckpt-000000006.pt"
     resumed = subprocess.run(job + [str(tmp_path / "run"), str(tmp_path / "run.pt")], cwd=ROOT,
                              env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

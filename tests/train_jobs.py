@@ -17,14 +17,14 @@ from tests.train_helpers import mlp, supernet
 
 def resume_job(args) -> None:
     net = supernet()
-    train, val = digits_loaders(batch_size=64, seed=0)
+    train, val = digits_loaders(batch_size=128, seed=0)
 
     def kill(step, result):
         if step == args.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)  # mid-epoch, after an unsaved step
 
     train_supernet(net, train, strategy="sandwich", strategy_options={"n": 3}, epochs=1.5,
-                   lr=0.05, checkpoint_dir=args.dir, checkpoint_every=4, resume=True, seed=0,
+                   lr=0.05, checkpoint_dir=args.dir, checkpoint_every=3, resume=True, seed=0,
                    progress=False, callback=kill, val_loader=val, eval_max_batches=1,
                    calibration_batches=1)
     torch.save(net.state_dict(), args.out)
