@@ -20,7 +20,8 @@ Rules:
      ends with the same weights bit for bit as one that was never interrupted.
   5. Metrics: one JSON line per epoch in ``metrics_path`` (default
      ``<checkpoint_dir>/metrics.jsonl``): epoch, step, lr, strategy metrics (epsilon, stage),
-     mean loss per role, images/s, wall time, and with a ``val_loader`` the top-1 of the largest,
+     mean loss per role, images/s, wall time (strategy metrics are those of the epoch's last
+     step), and with a ``val_loader`` the top-1 of the largest,
      the smallest and the mean over ``eval_configs`` (each calibrated on ``calibration_batches``
      training batches). A tqdm bar per epoch shows the loss and images/s (``progress=False``
      hides it). Nothing else prints.
@@ -49,7 +50,7 @@ from runtime.train.distributed import (DistContext, average_gradients, broadcast
                                        setup_distributed, sync_batch_norm)
 from runtime.train.evaluate import _split, evaluate_subnet
 from runtime.train.schedules import Schedule, Warmup, apply_lr, make_schedule
-from runtime.train.strategies import Strategy, get_strategy
+from runtime.train.strategies import StepContext, Strategy, get_strategy
 
 __all__ = ["train_supernet", "TrainResult"]
 
@@ -206,7 +207,8 @@ class _Trainer:
                          for r, s in stats.get("loss", {}).items()},
                 "images_per_s": stats.get("images", 0) / max(stats.get("seconds", 0.0), 1e-9),
                 "wall_s": run.wall_s,
-                **self.strategy.step_metrics(self.strategy.context()), **self.evaluate()}
+                **self.strategy.step_metrics(StepContext(run.step - 1, self.spe, self.total)),
+                **self.evaluate()}
         run.history.append(line)
         run.epoch_stats = {}
         if self.metrics_path is not None and self.dist_ctx.is_main:

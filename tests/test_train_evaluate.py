@@ -1,0 +1,39 @@
+"""evaluate_subnet: calibrates, measures, and restores the shared state bit for bit."""
+import copy
+
+import torch
+
+from runtime.train import (calibrate_batch_norm, digits_loaders, evaluate_model, evaluate_subnet,
+                           spanning_configs, take_batches)
+from tests.train_helpers import supernet
+
+
+def test_evaluate_subnet_matches_the_calibrated_extracted_subnetwork_and_restores_state():
+    net = supernet()
+    train, val = digits_loaders(batch_size=64)
+    config = net.space.sample(3)
+    net.activate(net.space.sample(4))
+    previous = net.config
+    buffers = {k: v.clone() for k, v in net.state_dict().items()}
+    net.train()
+    result = evaluate_subnet(net, config, val, calibration_loader=train, calibration_batches=3)
+    assert net.config == previous and net.training
+    assert all(torch.equal(v, buffers[k]) for k, v in net.state_dict().items())
+
+    ref = copy.deepcopy(net)
+    with ref.activate(config):
+        calibrate_batch_norm(ref, [x for x, _ in take_batches(train, 3)])
+        expected = evaluate_model(ref.extract(config), val)
+    assert result.samples == len(val.dataset) == expected.samples
+    assert abs(result.top1 - expected.top1) < 1e-9
+    assert abs(result.loss - expected.loss) < 1e-4
+    again = evaluate_subnet(net, config, val, calibration_loader=train, calibration_batches=3)
+    assert again == result
+
+
+def test_spanning_configs_run_from_min_to_max_macs():
+    net = supernet()
+    configs = spanning_configs(net, 6, seed=0)
+    macs = [net.macs(c) for c in configs]
+    assert configs[0] == net.min_config() and configs[-1] == net.max_config()
+    assert len(configs) == 6 and macs == sorted(macs) and len(set(configs)) == 6

@@ -1,0 +1,135 @@
+"""train_supernet: accuracy on digits, checkpoints, exact resume (also after SIGKILL), torchrun."""
+import argparse
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from runtime.train import (CheckpointError, digits_loaders, evaluate_model, evaluate_subnet,
+                           latest_checkpoint, load_checkpoint, train_supernet)
+from tests.train_helpers import mlp, supernet, trained_resnet
+from tests.train_jobs import resume_job
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_short_sandwich_keeps_the_largest_and_makes_the_smallest_useful():
+    model = trained_resnet()
+    train, val = digits_loaders(batch_size=64)
+    base = evaluate_model(model, val).top1
+    net = supernet(model)
+    result = train_supernet(net, train, strategy="sandwich", epochs=6, lr=0.02, progress=False,
+                            val_loader=val, calibration_batches=4)
+    largest = evaluate_subnet(net, net.max_config(), val, calibration_loader=train).top1
+    smallest = evaluate_subnet(net, net.min_config(), val, calibration_loader=train).top1
+    assert base > 95 and largest >= base - 1.0, (base, largest)
+    assert smallest > 40, smallest  # chance is 10%
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5, 6]
+    assert result.evaluation["largest_top1"] == pytest.approx(largest)
+
+
+def _run(net, loader, tmp, **kw):
+    return train_supernet(net, loader, strategy="sandwich", strategy_options={"n": 3},
+                          epochs=2, lr=0.05, checkpoint_dir=tmp, progress=False, seed=0, **kw)
+
+
+@pytest.mark.parametrize("kind", ["ours", "plain_dataloader"])
+def test_resume_continues_exactly(tmp_path, kind):
+    def loader():
+        if kind == "ours":
+            return digits_loaders(batch_size=128)[0]
+        x, y = digits_loaders(batch_size=128)[0].dataset[:]
+        return DataLoader(TensorDataset(x, y), batch_size=128, shuffle=True, drop_last=True)
+
+    ref = supernet()
+    _run(ref, loader(), tmp_path / "a")
+    net = supernet()
+    _run(net, loader(), tmp_path / "b", max_steps=7, checkpoint_every=3)  # stops mid-epoch 0
+    net = supernet()  # a fresh process would start from the untrained network
+    result = _run(net, loader(), tmp_path / "b", resume=True)
+    assert result.resumed_from.endswith("ckpt-000000007.pt")
+    for (k, a), b in zip(ref.state_dict().items(), net.state_dict().values()):
+        assert torch.equal(a, b), k
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_checkpoints_load_without_code_keep_two_and_reject_corrupt_or_foreign(tmp_path):
+    net = supernet()
+    train, _ = digits_loaders(batch_size=256)
+    _run(net, train, tmp_path, checkpoint_every=2)
+    files = sorted(tmp_path.glob("ckpt-*.pt"))
+    assert [f.name for f in files] == ["ckpt-000000008.pt", "ckpt-000000010.pt"]
+    payload = torch.load(files[-1], weights_only=True)
+    assert payload["step"] == 10 and set(payload["model"]) == set(net.state_dict())
+    files[-1].write_bytes(files[-1].read_bytes()[:1000])  # truncated newest
+    with pytest.raises(CheckpointError, match=r"ckpt-000000010.pt: corrupt.*previous checkpoint "
+                                              r".*ckpt-000000008.pt is kept"):
+        _run(supernet(), train, tmp_path, resume=True)
+    assert files[0].is_file()
+    files[-1].unlink()
+    assert latest_checkpoint(tmp_path) == files[0] and load_checkpoint(files[0])["step"] == 8
+    with pytest.raises(CheckpointError, match="written for another super-network"):
+        _run(supernet(mlp().eval()), train, tmp_path, resume=True)
+
+
+def test_metrics_lines_per_epoch(tmp_path):
+    net = supernet()
+    train, val = digits_loaders(batch_size=256)
+    train_supernet(net, train, strategy="deps", epochs=2, lr=0.01, checkpoint_dir=tmp_path,
+                   progress=False, val_loader=val, eval_configs=[net.space.sample(1)],
+                   eval_max_batches=1, calibration_batches=1)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    assert set(lines[0]["loss"]) == {"largest"}  # DepS warm-up: the largest alone
+    assert set(lines[1]["loss"]) == {"largest", "smallest", "random"}
+    assert lines[1]["epsilon"] > lines[0]["epsilon"] == 0.0
+    for key in ("lr", "images_per_s", "wall_s", "largest_top1", "smallest_top1",
+                "fixed_mean_top1"):
+        assert key in lines[1]
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    job = [sys.executable, "-m", "tests.train_jobs", "resume"]
+    resume_job(argparse.Namespace(dir=tmp_path / "ref", out=tmp_path / "ref.pt", kill_at=-1))
+    killed = subprocess.run(job + [str(tmp_path / "run"), str(tmp_path / "run.pt"),
+                                   "--kill-at", "7"], cwd=ROOT, env=_env(),
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert latest_checkpoint(tmp_path / "run").name == "ckpt-000000006.pt"
+    resumed = subprocess.run(job + [str(tmp_path / "run"), str(tmp_path / "run.pt")], cwd=ROOT,
+                             env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = torch.load(tmp_path / "ref.pt"), torch.load(tmp_path / "run.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_process_with_the_doubled_batch(tmp_path):
+    if importlib.util.find_spec("torch.distributed.run") is None:
+        pytest.skip("torch.distributed.run unavailable")
+    job = ["-m", "tests.train_jobs", "dist"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", *job, str(tmp_path / "two.pt"),
+                          "--batch-size", "16"], cwd=ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, *job, str(tmp_path / "one.pt"), "--batch-size", "32"],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
+    start = supernet(mlp().eval()).state_dict()
+    assert any(not torch.equal(start[k], a[k]) for k in a)  # it trained
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), (k, (a[k] - b[k]).abs().max())
