@@ -26,11 +26,11 @@ from pymoo.core.termination import NoTermination
 
 from runtime.search.context import Context
 from runtime.search.inner import choose_batch, explore, fit_models, inner_search, predict
+from runtime.search.names import TACTICS
 from runtime.search.problem import IndexProblem, UniqueSampling, genome_keys, make_algorithm
 
 __all__ = ["TACTICS", "run_tactic", "run_full", "run_predictor", "run_concurrent"]
 
-TACTICS = ("full", "predictor", "concurrent", "warm_start", "popdb", "coarse_to_fine")
 
 
 def run_full(ctx: Context) -> None:
