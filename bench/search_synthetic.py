@@ -91,6 +91,29 @@ class SyntheticProblem:
         per_block = r2 * (2 * c * c * expand + c * expand * kernel ** 2)
         return 2e6 + (per_block * active).sum(axis=(1, 2))
 
+    def latency_of(self, X: np.ndarray, target: str = "cpu") -> np.ndarray:
+        """Milliseconds on a made-up target: "cpu" pays for MACs and large depthwise kernels,
+        "gpu" for every active block (launch overhead) and little for arithmetic, so the two
+        fronts differ (what warm starts across targets must cope with)."""
+        X, kernel, expand, active = self._values(X)
+        c = np.array(CHANNELS[:self.stages])[None, :, None]
+        r2 = np.array(RESOLUTION[:self.stages])[None, :, None] ** 2
+        if target == "cpu":
+            block = r2 * c * expand * (2 * c + 3.0 * kernel ** 2) / 6e7
+            return 1.0 + (block * active).sum(axis=(1, 2))
+        if target == "gpu":
+            block = 0.35 + r2 * c * expand * (2 * c + 0.3 * kernel ** 2) / 6e8
+            return 0.5 + (block * active).sum(axis=(1, 2))
+        raise ValueError(f"unknown synthetic target {target!r}; valid: ['cpu', 'gpu']")
+
+    def latency_objectives(self, target: str):
+        """[accuracy, latency_ms on ``target``], both validations (the latency is "measured")."""
+        space = self.space
+        acc = self.objectives()[0]
+        lat = Objective("latency_ms", lambda cs: self.latency_of(space.indices(cs), target).tolist(),
+                        settings={"synthetic": "latency", "target": target}, concurrent=False)
+        return [acc, lat]
+
     def objectives(self, *, accuracy_name: str = "accuracy", macs_name: str = "macs"):
         """[accuracy (validation, maximised), macs (cheap, minimised, vectorised)]."""
         space = self.space

@@ -6,29 +6,39 @@
     accuracy_objective / macs_objective / params_objective / latency_objective / Objective
     HardwareTarget(backend=, precision=, batch_size=, threads=, device=)
 
-Knows `runtime.elastic` and `runtime.lower`, never the compiler IR. See each module's docstring
-for its rules and the README's "Search" section for the tactics and measured figures.
+Knows `runtime.elastic` and `runtime.lower`, never the compiler IR. Names are imported lazily
+(PEP 562), so ``supernet --help`` does not load pymoo and scikit-learn. See each module's
+docstring for its rules and the README's "Search" section for the tactics and measured figures.
 """
-from runtime.search.context import TacticOptions
-from runtime.search.evaluator import Entry, ObjectiveError
-from runtime.search.objectives import (BUILTIN_OBJECTIVES, HardwareTarget, Objective, ObjectiveLike,
-                                       accuracy_objective, latency_objective, macs_objective,
-                                       params_objective, resolve_objectives)
-from runtime.search.predictors import (PREDICTORS, EnsemblePredictor, GBPredictor, RidgePredictor,
-                                       SVRPredictor, make_predictor, predictor_report)
-from runtime.search.problem import ALGORITHMS
-from runtime.search.result import (SELECTION_RULES, Bounds, SearchResult, hypervolume,
-                                   mean_pareto_accuracy, pareto_mask, select_subnets)
-from runtime.search.search import search, warm_start_configs
-from runtime.search.store import EvaluationStore, StoreMismatchError, fingerprint
-from runtime.search.tactics import TACTICS
+import importlib
 
-__all__ = [
-    "search", "SearchResult", "Entry", "select_subnets", "mean_pareto_accuracy", "TacticOptions",
-    "Objective", "ObjectiveLike", "HardwareTarget", "accuracy_objective", "macs_objective",
-    "params_objective", "latency_objective", "resolve_objectives", "BUILTIN_OBJECTIVES",
-    "EvaluationStore", "StoreMismatchError", "fingerprint", "ObjectiveError",
-    "RidgePredictor", "SVRPredictor", "GBPredictor", "EnsemblePredictor", "make_predictor",
-    "predictor_report", "PREDICTORS", "ALGORITHMS", "TACTICS", "SELECTION_RULES",
-    "Bounds", "hypervolume", "pareto_mask", "warm_start_configs",
-]
+_EXPORTS = {
+    "runtime.search.context": ["TacticOptions"],
+    "runtime.search.evaluator": ["Entry", "ObjectiveError"],
+    "runtime.search.objectives": ["BUILTIN_OBJECTIVES", "HardwareTarget", "Objective",
+                                  "ObjectiveLike", "accuracy_objective", "latency_objective",
+                                  "macs_objective", "params_objective", "resolve_objectives"],
+    "runtime.search.predictors": ["PREDICTORS", "EnsemblePredictor", "GBPredictor",
+                                  "RidgePredictor", "SVRPredictor", "make_predictor",
+                                  "predictor_report"],
+    "runtime.search.names": ["ALGORITHMS", "TACTICS"],
+    "runtime.search.result": ["SELECTION_RULES", "Bounds", "SearchResult", "hypervolume",
+                              "mean_pareto_accuracy", "pareto_mask", "select_subnets"],
+    "runtime.search.search": ["search", "warm_start_configs"],
+    "runtime.search.store": ["EvaluationStore", "StoreMismatchError", "fingerprint"],
+    "runtime.search.plots": ["plot_front", "plot_hypervolume"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'runtime.search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

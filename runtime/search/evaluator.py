@@ -18,6 +18,7 @@ Rules:
      the same way, with a warning naming the config and objective.
   5. Cheap objectives (``validation=False``) are computed here for any candidate and cached by
      canonical config; an objective with ``evaluate_indices(X)`` is called on the index matrix.
+     For validated configs their values are stored too, so a store holds whole fronts.
   6. Objective values enter pymoo as minimisation columns (maximised ones negated), in the
      order given; ``constraints`` ``{name: ("<=" | ">=", bound)}`` become G <= 0 columns plus a
      last column that is 1 for a failed config.
@@ -160,6 +161,10 @@ class Validator:
         configs = [self.space.decode(row.tolist()) for row in fresh]
         values, errors, cost, cached = self._costly_values(configs)
         cheap = self.cheap_values(np.array(fresh))
+        self.store.put([Row(self.fingerprint, o.name, settings_key(getattr(o, "settings", {})),
+                            config_key(c), float(cheap[i][j]), 0.0, "validated",
+                            search=self.search_id)
+                        for j, o in enumerate(self.cheap_objectives) for i, c in enumerate(configs)])
         entries = []
         for i, c in enumerate(configs):
             vals = {}

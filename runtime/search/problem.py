@@ -29,11 +29,11 @@ from pymoo.core.sampling import Sampling
 from pymoo.operators.crossover.ux import UX
 
 from runtime.elastic.space import SearchSpace
+from runtime.search.names import ALGORITHMS
 
 __all__ = ["ALGORITHMS", "IndexProblem", "RandomReset", "UniqueSampling", "CanonicalDuplicates",
            "RandomSearch", "make_algorithm", "genome_keys"]
 
-ALGORITHMS = ("nsga2", "rnsga2", "agemoea", "nsga3", "unsga3", "random")
 
 
 def genome_keys(space: SearchSpace, X: np.ndarray) -> list[bytes]:

@@ -18,6 +18,8 @@ Rules:
   6. ``executor``: None (validations in this process), ``"processes"`` (a local process pool,
      shut down at the end), or any object with ``submit`` (concurrent.futures, Dask Client).
   7. ``progress=True`` shows a tqdm bar: validations, best hypervolume, ETA.
+  8. ``bounds`` fixes the hypervolume normalisation (e.g. to compare a PopDB search, whose
+     restricted space has other extremes, with a full-space one).
 
 Example:
     >>> from runtime.elastic import Dimension, SearchSpace
@@ -43,7 +45,7 @@ from runtime.search.context import Context, TacticOptions
 from runtime.search.evaluator import Validator
 from runtime.search.objectives import resolve_objectives
 from runtime.search.problem import ALGORITHMS, genome_keys
-from runtime.search.result import SearchResult, pareto_mask
+from runtime.search.result import Bounds, SearchResult, pareto_mask
 from runtime.search.store import EvaluationStore, fingerprint as fingerprint_of, settings_key
 from runtime.search.tactics import TACTICS, run_tactic
 
@@ -154,15 +156,18 @@ def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "
            reference_point: Sequence[float] | None = None,
            options: TacticOptions | Mapping[str, Any] | None = None,
            algorithm_options: Mapping[str, Any] | None = None, chunk_size: int | None = None,
-           on_error: str = "record", fingerprint: str | None = None, **context: Any) -> SearchResult:
+           on_error: str = "record", fingerprint: str | None = None, bounds: Bounds | None = None,
+           **context: Any) -> SearchResult:
     """Search sub-networks; returns the validated Pareto front and the history (Rules 1-7)."""
     _check_names(tactic, algorithm, warm_start)
     space, supernet = _space(supernet_or_space)
     objectives = resolve_objectives(objectives, supernet, **context)  # Rule 2
     options = options if isinstance(options, TacticOptions) else TacticOptions(**dict(options or {}))
+    info = {}
     if tactic == "popdb":
         from runtime.search.tactics_more import popdb_space
-        space = popdb_space(space, warm_start, options)
+        full_size, space = space.size, popdb_space(space, warm_start, options)
+        info["space_size"] = {"restricted": float(space.size), "full": float(full_size)}
         warm_start = None
     if int(budget) < 1:
         raise ValueError(f"budget must be >= 1 validation, got {budget}")
@@ -185,7 +190,7 @@ def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "
         np.asarray(reference_point, dtype=float)[None])[0]
     ctx = Context(space, validator, algorithm, population, int(seed), options,
                   _seeds(space, warm_start_configs(warm_start, space)),
-                  dict(algorithm_options or {}), nadir=nadir)
+                  dict(algorithm_options or {}), nadir=nadir, bounds=bounds, info=info)
     validator.on_batch = ctx.after_batch
     bar, ctx.progress = _progress_bar(progress, budget)
     try:

@@ -218,10 +218,12 @@ class EvaluationStore:
         with self._lock:
             return [Row(*r) for r in self._db.execute(sql + " ORDER BY id", args).fetchall()]
 
-    def count(self, *, kind: str = "validated") -> int:
+    def count(self, *, kind: str = "validated", objective: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM evaluations WHERE kind=?", [kind]
+        if objective is not None:
+            sql, args = sql + " AND objective=?", args + [objective]
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM evaluations WHERE kind=?",
-                                    (kind,)).fetchone()[0]
+            return self._db.execute(sql, args).fetchone()[0]
 
     def begin_search(self, params: Mapping[str, Any]) -> str:
         """Record a search's parameters (Rule 5); the id is a hash of them plus the time."""

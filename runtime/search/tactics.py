@@ -20,17 +20,18 @@ Rules:
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from pymoo.core.termination import NoTermination
 
 from runtime.search.context import Context
 from runtime.search.inner import choose_batch, explore, fit_models, inner_search, predict
+from runtime.search.names import TACTICS
 from runtime.search.problem import IndexProblem, UniqueSampling, genome_keys, make_algorithm
 
 __all__ = ["TACTICS", "run_tactic", "run_full", "run_predictor", "run_concurrent"]
 
-TACTICS = ("full", "predictor", "concurrent", "warm_start", "popdb", "coarse_to_fine")
 
 
 def run_full(ctx: Context) -> None:
@@ -88,11 +89,15 @@ def run_concurrent(ctx: Context) -> None:
     iterations = 0
     while v.remaining > 0 and stall < 3 and not ctx.plateaued():
         n = min(_batch_size(ctx), v.remaining)
+        t0 = time.perf_counter()
         models = fit_models(ctx, v.history)
+        t1 = time.perf_counter()
         X, F, G = inner_search(ctx, models, seed=int(ctx.rng.integers(2**31)))
         n_explore = min(n - 1, int(round(o.explore * n))) if n > 1 else 0
         batch = choose_batch(ctx, X, F, G, n - n_explore)
         batch = np.vstack([batch, explore(ctx, n - len(batch), batch)])
+        ctx.info.setdefault("fit_s", []).append(t1 - t0)  # time outside validations
+        ctx.info.setdefault("iteration_s", []).append(time.perf_counter() - t0)
         entries = v.validate(batch)
         if entries:
             names = [ob.name for ob in v.costly]

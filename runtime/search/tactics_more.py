@@ -62,8 +62,8 @@ def popdb_space(space: SearchSpace, source: Any, options: TacticOptions) -> Sear
 
     X = space.indices(_past_configs(source, space))
     feats = space.features(X)
-    labels = HDBSCAN(min_cluster_size=max(2, min(options.popdb_min_cluster_size, len(X)))
-                     ).fit_predict(feats)
+    labels = HDBSCAN(min_cluster_size=max(2, min(options.popdb_min_cluster_size, len(X))),
+                     copy=True).fit_predict(feats)
     members = X[labels >= 0] if (labels >= 0).any() else X
     relevant = space.relevance(members)
     keep: dict[str, tuple[int, ...]] = {}

@@ -1,0 +1,205 @@
+"""Validations needed by NSGA-II full search, random search and the concurrent search.
+
+    python -m bench.search_efficiency [--seeds 5] [--full-budget 5000] [--concurrent-budget 600]
+                                      [--reference-budget 20000] [--skip-transfer]
+                                      [--supernet NET.pt --data REF] [-o bench/out/search.json]
+
+(a) The synthetic OFA-MobileNetV3-like problem of `bench/search_synthetic.py` (45 dimensions,
+    accuracy validated, MACs computed). A reference hypervolume comes from one long NSGA-II
+    search (``--reference-budget`` validations; the best of every run if that is higher).
+    Reported per method: validations to reach 90% and 95% of it (median and range over the
+    seeds; None when never reached), the hypervolume at fixed budgets, the final fraction, and
+    for the concurrent search the wall time per iteration outside validations.
+(b) One concurrent iteration with 1,000 validated points (predictor refit + inner search of
+    100 x 100 = 10,000 predicted evaluations + batch choice), timed.
+(c) Transfer between two synthetic targets (accuracy and latency both validated): warm start on
+    target "gpu" from a concurrent search on "cpu" vs a cold start, and PopDB's space
+    (learned from the "cpu" search's population) vs the full space.
+(d) ``--supernet NET.pt --data REF``: the same comparison with real validations (accuracy by
+    ``runtime.train.evaluate_subnet`` on REF, MACs analytic) on a trained super-network.
+All of it writes JSON (``-o``) and prints a table. Nothing here is a unit test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.search_synthetic import SyntheticProblem
+from runtime.search import EvaluationStore, search
+from runtime.search.context import Context, TacticOptions
+from runtime.search.evaluator import Validator
+from runtime.search.inner import choose_batch, fit_models, inner_search
+
+BUDGET_MARKS = (100, 200, 300, 500, 1000, 2000, 5000)
+
+
+def reach(curve, target: float):
+    """First validation count whose hypervolume is >= target (None if never)."""
+    return next((v for v, h in curve if h >= target), None)
+
+
+def hv_at(curve, budget: int) -> float:
+    best = 0.0
+    for v, h in curve:
+        if v <= budget:
+            best = h
+    return best
+
+
+def summary(values):
+    got = [v for v in values if v is not None]
+    if not got:
+        return {"median": None, "min": None, "max": None, "reached": f"0/{len(values)}"}
+    return {"median": statistics.median(got) if len(got) == len(values) else None,
+            "min": min(got), "max": max(got), "reached": f"{len(got)}/{len(values)}"}
+
+
+def run_method(problem, objectives, method: str, budget: int, seed: int, **kw):
+    tactic, algorithm = {"nsga2": ("full", "nsga2"), "random": ("full", "random"),
+                         "concurrent": ("concurrent", "nsga2")}[method]
+    t = time.perf_counter()
+    r = search(problem.space, objectives, tactic=tactic, algorithm=algorithm, budget=budget,
+               population=50, seed=seed, progress=False, **kw)
+    return r, time.perf_counter() - t
+
+
+def synthetic(args) -> dict:
+    p = SyntheticProblem()
+    objs = p.objectives()
+    t = time.perf_counter()
+    ref_run, _ = run_method(p, objs, "nsga2", args.reference_budget, seed=1000)
+    out = {"reference": {"validations": args.reference_budget,
+                         "hypervolume": ref_run.best_hypervolume,
+                         "seconds": round(time.perf_counter() - t, 1)}, "methods": {}}
+    runs = {}
+    budgets = {"nsga2": args.full_budget, "random": args.full_budget,
+               "concurrent": args.concurrent_budget}
+    for method, budget in budgets.items():
+        for seed in range(args.seeds):
+            r, seconds = run_method(p, objs, method, budget, seed,
+                                    options={"min_improvement": 0.0} if method == "concurrent" else None)
+            assert r.bounds == ref_run.bounds, "runs must share the hypervolume bounds"
+            runs.setdefault(method, []).append((r, seconds))
+    ref = max([ref_run.best_hypervolume] + [r.best_hypervolume for rs in runs.values() for r, _ in rs])
+    out["reference"]["hypervolume_used"] = ref
+    for method, rs in runs.items():
+        row = {"budget": budgets[method],
+               "to_90": summary([reach(r.hypervolume, 0.90 * ref) for r, _ in rs]),
+               "to_95": summary([reach(r.hypervolume, 0.95 * ref) for r, _ in rs]),
+               "final_fraction": [round(r.best_hypervolume / ref, 4) for r, _ in rs],
+               "hv_at": {b: round(statistics.median(hv_at(r.hypervolume, b) / ref for r, _ in rs), 4)
+                         for b in BUDGET_MARKS if b <= budgets[method]},
+               "seconds": [round(s, 1) for _, s in rs]}
+        if method == "concurrent":
+            its = [t for r, _ in rs for t in r.info.get("iteration_s", [])]
+            row["iteration_s"] = {"median": round(statistics.median(its), 3), "max": round(max(its), 3)}
+        out["methods"][method] = row
+    return out
+
+
+def iteration_timing(n_points: int = 1000, seed: int = 0) -> dict:
+    """(b): one concurrent iteration on a validator holding ``n_points`` validated configs."""
+    p = SyntheticProblem()
+    objs = p.objectives()
+    v = Validator(p.space, objs, fingerprint="timing", store=EvaluationStore(), budget=n_points + 100)
+    ctx = Context(p.space, v, "nsga2", 50, seed, TacticOptions(),
+                  np.array([p.space.encode(p.space.max_config()), p.space.encode(p.space.min_config())]))
+    v.on_batch = ctx.after_batch
+    rng = np.random.default_rng(seed)
+    sizes = np.array([len(d.choices) for d in p.space])
+    v.validate(ctx.seeds)
+    v.validate(rng.integers(0, sizes, size=(n_points - 2, len(sizes))))
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        models = fit_models(ctx, v.history)
+        t1 = time.perf_counter()
+        X, F, G = inner_search(ctx, models, seed=int(rng.integers(2**31)))
+        t2 = time.perf_counter()
+        choose_batch(ctx, X, F, G, 25)
+        t3 = time.perf_counter()
+        times.append({"fit_s": t1 - t0, "inner_s": t2 - t1, "choose_s": t3 - t2, "total_s": t3 - t0})
+    best = min(times, key=lambda d: d["total_s"])
+    return {"validated": len(v.history), "predicted_evaluations": TacticOptions().inner_generations *
+            TacticOptions().inner_population,
+            "best": {k: round(x, 3) for k, x in best.items()},
+            "all_total_s": [round(d["total_s"], 3) for d in times]}
+
+
+def transfer(args, tmp: Path) -> dict:
+    """(c): warm start and PopDB from a search on "cpu" to the "gpu" target."""
+    p = SyntheticProblem()
+    src = tmp / "cpu.db"
+    if src.exists():
+        src.unlink()
+    search(p.space, p.latency_objectives("cpu"), tactic="concurrent", budget=args.concurrent_budget,
+           population=50, seed=99, store=src, progress=False)
+    ref_run = search(p.space, p.latency_objectives("gpu"), tactic="full", budget=args.reference_budget,
+                     population=100, seed=1000, progress=False)
+    runs = {"cold": [], "warm": [], "popdb": [], "full_space": []}
+    for seed in range(args.seeds):
+        common = dict(budget=args.concurrent_budget, population=50, seed=seed, progress=False,
+                      options={"min_improvement": 0.0}, bounds=ref_run.bounds)
+        runs["cold"].append(search(p.space, p.latency_objectives("gpu"), tactic="concurrent", **common))
+        runs["warm"].append(search(p.space, p.latency_objectives("gpu"), tactic="warm_start",
+                                   warm_start=src, **common))
+        runs["popdb"].append(search(p.space, p.latency_objectives("gpu"), tactic="popdb",
+                                    warm_start=src, **common))
+        runs["full_space"].append(runs["cold"][-1])
+    ref = max([ref_run.best_hypervolume] + [r.best_hypervolume for rs in runs.values() for r in rs])
+    out = {"reference_hypervolume": ref}
+    for name, rs in runs.items():
+        out[name] = {"to_90": summary([reach(r.hypervolume, 0.90 * ref) for r in rs]),
+                     "to_95": summary([reach(r.hypervolume, 0.95 * ref) for r in rs]),
+                     "final_fraction": [round(r.best_hypervolume / ref, 4) for r in rs]}
+    out["popdb_space_size"] = runs["popdb"][0].info.get("space_size")
+    return out
+
+
+def real_supernet(args) -> dict:
+    """(d): real validations on a trained super-network (accuracy on ``--data``, MACs)."""
+    from runtime.elastic import SuperNetwork
+    from runtime.train.data import load_data
+
+    net = SuperNetwork.load(args.supernet).eval()
+    train, val = load_data(args.data)
+    out = {}
+    for method, tactic, algorithm in (("nsga2", "full", "nsga2"), ("concurrent", "concurrent", "nsga2")):
+        rs = [search(net, ["accuracy", "macs"], tactic=tactic, algorithm=algorithm,
+                     budget=args.real_budget, seed=s, progress=False, val_loader=val,
+                     calibration_loader=train) for s in range(args.seeds)]
+        out[method] = {"hv": [r.best_hypervolume for r in rs], "curves": [r.hypervolume for r in rs]}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--full-budget", type=int, default=5000)
+    ap.add_argument("--concurrent-budget", type=int, default=600)
+    ap.add_argument("--reference-budget", type=int, default=20000)
+    ap.add_argument("--skip-transfer", action="store_true")
+    ap.add_argument("--supernet", help="(d) a trained super-network file")
+    ap.add_argument("--data", help="(d) data reference for runtime.train.data.load_data")
+    ap.add_argument("--real-budget", type=int, default=300)
+    ap.add_argument("-o", "--output", default="bench/out/search_efficiency.json")
+    args = ap.parse_args(argv)
+    out_path = Path(args.output)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    report = {"args": vars(args), "synthetic": synthetic(args), "iteration": iteration_timing()}
+    if not args.skip_transfer:
+        report["transfer"] = transfer(args, out_path.parent)
+    if args.supernet:
+        report["real"] = real_supernet(args)
+    out_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "args"}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

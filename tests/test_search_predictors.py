@@ -1,0 +1,47 @@
+"""Predictors follow scikit-learn's conventions and rank held-out sub-networks well."""
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from runtime.search import PREDICTORS, make_predictor, predictor_report
+from tests.search_helpers import problem
+
+
+def _data(n, seed=0):
+    p = problem(noise=0.0)
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 3, size=(n, len(p.space)))
+    X[:, [p.space.names.index(f"depth:s{s}") for s in range(3)]] %= 2  # depth has 2 choices here
+    return p.space.features(X), p.accuracy_of(X), p.macs_of(X)
+
+
+@pytest.mark.parametrize("name", PREDICTORS)
+def test_sklearn_conventions(name):
+    est = make_predictor(name)
+    params = est.get_params()
+    assert clone(est).get_params().keys() == params.keys()
+    assert not [k for k in vars(est) if k.endswith("_")]  # __init__ only stores arguments
+    F, acc, _ = _data(60)
+    assert est.fit(F, acc) is est
+    assert [k for k in vars(est) if k.endswith("_")]
+    assert est.predict(F).shape == (60,)
+
+
+@pytest.mark.parametrize("name", ["ridge2", "svr", "gbr", "ensemble"])
+def test_rank_held_out_accuracy(name):
+    F, acc, _ = _data(400)
+    r = predictor_report(make_predictor(name), F[:300], acc[:300], F[300:], acc[300:])
+    assert r.n_train == 300 and r.n_test == 100
+    assert r.kendall_tau > 0.6 and r.mape < 3.0
+
+
+def test_ridge2_quadratic_predict_equals_the_explicit_features():
+    F, acc, _ = _data(100)
+    est = make_predictor("ridge2").fit(F, acc)
+    explicit = est.estimator_.predict(est._transform(F)) * est.y_scale_ + est.y_mean_
+    np.testing.assert_allclose(est.predict(F), explicit, rtol=1e-9, atol=1e-9)
+
+
+def test_unknown_predictor_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: .*ridge"):
+        make_predictor("mlp")
