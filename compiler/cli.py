@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub) -> None:
     """Commands whose implementation lives in the runtime register themselves here."""
     from runtime.lower.cli import add_bench_parser
-from runtime.search.cli import add_search_parser
+    from runtime.search.cli import add_search_parser
     from runtime.train.cli import add_train_parser
 
     add_bench_parser(sub)
