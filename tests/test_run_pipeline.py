@@ -134,7 +134,7 @@ def _validated(out: Path) -> int:
     if not path.exists():
         return 0
     try:
-        return EvaluationStore(path).count()
+        return EvaluationStore(path).count(objective="accuracy")
     except Exception:
         return 0
 
