@@ -52,3 +52,11 @@ def test_schema_is_published_and_files_load(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_run_config(path)
+
+
+def test_yaml_config_loads(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**MINIMAL, "training": {"strategy": "deps", "epochs": 3}}))
+    cfg = load_run_config(path)
+    assert cfg.training.strategy == "deps" and cfg.training.epochs == 3
