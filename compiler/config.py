@@ -6,7 +6,7 @@ Example:
     >>> SupernetConfig.from_dict({"max_widths": 3})
     Traceback (most recent call last):
     ...
-    ValueError: unknown SupernetConfig key(s) ['max_widths']; valid keys: ['depth', 'frozen_modules', 'kernels', 'max_num_widths', 'min_active_blocks', 'min_kernel', 'min_width', 'reorder', 'resolutions', 'strict', 'width_divisor', 'width_multipliers', 'width_step']
+    ValueError: unknown SupernetConfig key(s) ['max_widths']; valid keys: ['depth', 'frontend', 'frozen_modules', 'kernels', 'max_num_widths', 'min_active_blocks', 'min_kernel', 'min_width', 'reorder', 'resolutions', 'strict', 'width_divisor', 'width_multipliers', 'width_step']
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ class SupernetConfig:
     Kernels: ``kernels`` on/off, ``min_kernel``. ``resolutions``: input resolutions to search
     (none: only the example input's). ``frozen_modules``: module path prefixes kept at full
     width and never skipped. ``reorder``: sort channels by importance first. ``strict``: raise on
-    anything unsupported instead of freezing it.
+    anything unsupported instead of freezing it. ``frontend``: ``"auto"`` (torch.fx, falling back
+    to torch.export when fx cannot trace), ``"fx"`` or ``"export"``.
     """
     max_num_widths: int = 4
     min_width: int = 8
@@ -48,6 +49,7 @@ class SupernetConfig:
     frozen_modules: tuple[str, ...] = ()
     reorder: bool = True
     strict: bool = False
+    frontend: str = "auto"
 
     def __post_init__(self):
         for name in ("width_multipliers", "resolutions", "frozen_modules"):
@@ -63,6 +65,8 @@ class SupernetConfig:
             raise ValueError(f"resolutions must be positive integers, got {self.resolutions}")
         if self.min_kernel < 1 or self.min_kernel % 2 == 0:
             raise ValueError(f"min_kernel must be a positive odd integer, got {self.min_kernel}")
+        if self.frontend not in ("auto", "fx", "export"):
+            raise ValueError(f"frontend must be 'auto', 'fx' or 'export', got {self.frontend!r}")
         self.grouping()  # validates the width options
 
     def grouping(self) -> GroupingConfig:

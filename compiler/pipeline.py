@@ -38,6 +38,7 @@ class AnalysisConfig:
     kernels: KernelConfig = field(default_factory=KernelConfig)
     leaf_modules: tuple = ()
     strict: bool = False
+    frontend: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -78,15 +79,17 @@ class Analysis:
         }
 
 
-def analyze(model: torch.nn.Module, example_inputs, *,
-            cfg: AnalysisConfig = AnalysisConfig()) -> Analysis:
-    """Capture `model` and run every analysis pass; `cfg.strict` raises on anything unsupported."""
+def analyze(model: torch.nn.Module, example_inputs=(), *,
+            cfg: AnalysisConfig = AnalysisConfig(), example_kwargs=None) -> Analysis:
+    """Capture `model` and run every analysis pass; `cfg.strict` raises on anything unsupported.
+    `example_kwargs` are keyword inputs (Hugging Face ``input_ids``, ``pixel_values``, ...)."""
     timings = {}
     warm = warm_up()
     if warm:
         timings["one_time_warmup"] = warm * 1e3
     t0 = time.perf_counter()
-    ir = capture(model, example_inputs, leaf_modules=cfg.leaf_modules)
+    ir = capture(model, example_inputs, example_kwargs=example_kwargs,
+                 leaf_modules=cfg.leaf_modules, frontend=cfg.frontend)
     t1 = time.perf_counter()
     timings["capture"] = (t1 - t0) * 1e3
     wg = find_width_groups(ir, cfg=cfg.width)
@@ -130,7 +133,10 @@ def _plan(analysis: Analysis, cfg, example_inputs):
     ir = analysis.ir
     frozen_nodes = {n for n in ir.names if any(
         (ir.info(n).module_path or "").startswith(p) for p in cfg.frozen_modules)}
-    bad = frozen_nodes | {u.node for u in analysis.unsupported}
+    # find_skippable_blocks' Rule 14 records say where blocks were not searched for; a block
+    # found around such a node is still single-entry single-exit.
+    bad = frozen_nodes | {u.node for u in analysis.unsupported
+                          if u not in analysis.blocks.unsupported or u.rule != "Rule 14"}
     frozen_groups = frozenset(s.group for u in analysis.width_groups.uses
                               if u.node in frozen_nodes for s in u.segments)
     names = None if isinstance(cfg.depth, str) else set(cfg.depth)
@@ -155,6 +161,9 @@ def _shapes_per_resolution(ir: IRGraph, example_inputs, resolutions):
     base = {n: ir.info(n).shape for n in ir.names}
     if not resolutions:
         return {None: base}, (None,)
+    if ir.frontend == "export":
+        raise ValueError("resolutions are not supported for models captured with torch.export "
+                         "(the exported graph is specialised to the example input's shape)")
     x = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
     shapes = {}
     for r in resolutions:
@@ -185,7 +194,7 @@ def as_config(config):
 
 def analysis_config(config) -> AnalysisConfig:
     return AnalysisConfig(width=config.grouping(), kernels=config.kernel_config(),
-                          strict=config.strict)
+                          strict=config.strict, frontend=config.frontend)
 
 
 def build_supernet(analysis: Analysis, example_inputs, config):
@@ -204,14 +213,17 @@ def build_supernet(analysis: Analysis, example_inputs, config):
     return emit_supernet(gm, plan, meta=meta)
 
 
-def compile_supernet(model: torch.nn.Module, example_inputs, config=None):
+def compile_supernet(model: torch.nn.Module, example_inputs=(), config=None, *,
+                     example_kwargs=None):
     """Analyse `model` and rewrite it into an elastic weight-sharing `SuperNetwork`.
 
     `config` is a `SupernetConfig`, a dict of its fields, or None for the defaults. The model is
     not modified; the super-network owns a copy of its weights, channels reordered by importance.
+    `example_kwargs` are keyword inputs (``input_ids``, ``attention_mask``, ``pixel_values``).
     """
     config = as_config(config)
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    analysis = analyze(model, example_inputs, cfg=analysis_config(config))
+    analysis = analyze(model, example_inputs, cfg=analysis_config(config),
+                       example_kwargs=example_kwargs)
     return build_supernet(analysis, example_inputs, config)

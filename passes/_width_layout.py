@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 from passes._width_ops import HANDLERS_BASE, HINT_FREEZE, ShapeOf, TDesc, D, _norm_dim, shape
+from passes._width_attention import (on_matmul, on_sdpa, on_select, on_slice, on_t, piece_sizes,
+                                     split_channels, split_heads)
 from passes._width_rules import Desc, PDesc, Seg, arg, is_node, rest_args
 
 HINT_RESHAPE = ("write the reshape with -1 or sizes read from x.shape, or keep that part frozen; "
@@ -53,12 +55,16 @@ def on_reshape(st, node):  # Rule 14
     if not isinstance(d, Desc):
         return None
     j, inner = _reshape_target(s, out, d.axis)
+    heads = split_heads(st, node, d, s, out) if j is None else None
+    if heads is not None:
+        return heads
     if j is None:
         st.unsupported_(node.name, "Rule 14", f"reshape {tuple(s)} -> {tuple(out)} splits the "
                         "channel axis (e.g. attention heads or channel shuffle)", HINT_RESHAPE, [d])
         return None
     args = rest_args(node, "shape")
-    if len(args) == len(out) and isinstance(args[j], int) and args[j] != -1 and out[j] > 1:
+    if len(args) == len(out) and isinstance(args[j], int) and args[j] != -1 and out[j] > 1 \
+            and not all(st.frozen.get(st.find(g.space)) for g in d.segs):
         st.unsupported_(node.name, "Rule 14", f"reshape hard-codes the channel count {args[j]}",
                         HINT_RESHAPE, [d])
         return None
@@ -153,6 +159,10 @@ def on_split_like(st, node, _=None):  # Rule 13 (channel split) / Rule 10 (other
     if kind == "unbind" or dim is None:
         dim = _norm_dim(arg(node, 1, "dim", 0), len(s))
     if dim == d.axis:
+        sizes = piece_sizes(st, node, d.length) if kind != "unbind" else []
+        pieces = split_channels(st, node, d, sizes) if len(sizes) == n else None
+        if pieces is not None:
+            return pieces
         st.unsupported_(node.name, "Rule 13", f"{kind} along the channel axis", HINT_FREEZE, [d])
         return TDesc((None,) * n)
     if kind == "unbind":
@@ -202,4 +212,5 @@ HANDLERS = dict(HANDLERS_BASE, flatten=on_flatten, reshape=on_reshape, permute=o
                 transpose=on_transpose, unsqueeze=on_unsqueeze, squeeze=on_squeeze,
                 expand=on_expand, expand_as=on_expand, repeat=on_expand, reduce=on_reduce,
                 chunk=on_split_like, split=on_split_like, tensor_split=on_split_like,
-                unbind=on_split_like, getitem=on_getitem)
+                unbind=on_split_like, getitem=on_getitem, matmul=on_matmul, sdpa=on_sdpa,
+                select=on_select, slice=on_slice, t=on_t)

@@ -57,6 +57,10 @@ class State:
         self.unsupported: list[Unsupported] = []
         self.multiple_of: dict[int, int] = {}
         self.derived: dict[str, tuple[Seg, ...]] = {}  # size values derived from channel counts
+        self.refine: list[tuple[int, tuple[Seg, ...], str]] = []  # Rule 18: space -> its parts
+        self.heads: dict[int, int] = {}  # Rule 18: heads space -> head size
+        # (node, role, axis, segs): "reshape" output axes, "split" inputs (Rules 14, 19)
+        self.layouts: list[tuple[str, str, int, tuple[Seg, ...]]] = []
 
     def new_space(self, size: int, origin: str, frozen: str | None = None) -> Desc:
         self.parent.append(len(self.parent))
@@ -99,6 +103,11 @@ class State:
         for sa, sb in zip(a.segs, b.segs):
             self.union(sa.space, sb.space)
         return True
+
+
+    def refine_(self, seg: Seg, parts: tuple[Seg, ...], node: str) -> None:
+        """Rule 18: the channels of `seg`'s space are the concatenation of `parts`."""
+        self.refine.append((seg.space, parts, node))
 
 
 def _segs(d) -> tuple[Seg, ...]:
@@ -145,6 +154,18 @@ _META_NAMES = {"size", "dim", "numel", "getattr", "ndimension", "nelement", "_as
 _INPLACE = {"add_", "sub_", "mul_", "div_", "relu_", "clamp_", "sigmoid_", "hardswish_", "tanh_"}
 
 
+_LAYOUT_NAMES = {n: n for n in (
+    "permute", "transpose", "reshape", "flatten", "chunk", "split", "expand", "unsqueeze",
+    "squeeze", "expand_as", "unflatten", "tensor_split", "unbind", "repeat", "matmul")}
+_LAYOUT_NAMES.update(view="reshape", _unsafe_view="reshape", bmm="matmul", split_with_sizes="split")
+# ATen spellings (torch.export front end) of what the fx front end sees as methods or functions.
+_ATEN_NAMES = {"scaled_dot_product_attention": "sdpa", "select": "select", "slice": "slice",
+               "alias": "pass", "_assert_tensor_metadata": "meta", "sym_size": "meta",
+               "cat": "cat", "stack": "stack", "layer_norm": "layer_norm_fn", "t": "t",
+               "linear": "functional_layer", "conv2d": "functional_layer", "addmm": "matmul",
+               "mm": "matmul", "constant_pad_nd": "pad"}
+
+
 def arg(node, index: int, name: str, default=None):
     if len(node.args) > index:
         return node.args[index]
@@ -176,7 +197,7 @@ _FUNC_KIND = {operator.getitem: "getitem", torch.cat: "cat", torch.concat: "cat"
               operator.matmul: "matmul", torch.matmul: "matmul", torch.bmm: "matmul",
               torch.einsum: "matmul", F.linear: "functional_layer", F.conv2d: "functional_layer",
               F.conv1d: "functional_layer", F.batch_norm: "functional_layer",
-              F.group_norm: "functional_layer", F.scaled_dot_product_attention: "matmul",
+              F.group_norm: "functional_layer", F.scaled_dot_product_attention: "sdpa",
               torch.unsqueeze: "unsqueeze", torch.squeeze: "squeeze", torch.where: "where"}
 try:
     _FUNC_KIND[torch.concatenate] = "cat"
@@ -198,11 +219,11 @@ def classify(node, ir: IRGraph) -> str:
     if kind:
         return kind
     name = ir.info(node.name).kind
-    if node.op == "call_method" and name in ("permute", "transpose", "view", "reshape", "flatten",
-                                             "chunk", "split", "expand", "unsqueeze", "squeeze",
-                                             "expand_as", "unflatten", "tensor_split", "unbind",
-                                             "repeat", "matmul", "bmm"):
-        return {"view": "reshape", "bmm": "matmul"}.get(name, name)
+    aten = isinstance(node.target, torch._ops.OpOverload)
+    if (node.op == "call_method" or aten) and name in _LAYOUT_NAMES:
+        return _LAYOUT_NAMES[name]
+    if aten and name in _ATEN_NAMES:
+        return _ATEN_NAMES[name]
     if name in _META_NAMES:
         return "meta"
     if name in _BINARY_NAMES:

@@ -12,8 +12,9 @@ Rules:
      Activations: ReLU, ReLU6, SiLU, GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh, LeakyReLU, ELU,
      Mish (modules, functions, methods).
   2. Side nodes. Nodes with non-tensor values (``size``, ``.shape``, ``dim``, their arithmetic,
-     ``_assert``) and nodes not computed from the inputs (``get_attr``, constants) carry no data
-     flow for Rule 3: ``x.size(0)`` never breaks single-entry/single-exit.
+     ``_assert``), nodes not computed from the inputs (``get_attr``, constants) and nodes computed
+     only from *context inputs* (model inputs whose name contains ``mask``: attention masks)
+     carry no data flow for Rule 3: ``x.size(0)`` never breaks single-entry/single-exit.
   3. Trunk points. Unit outputs (and model inputs) that every path from the inputs to the output
      passes through: the dominators of the output, from a virtual source over the inputs.
   4. Candidates. For each trunk point a, the nearest later trunk point b with a's shape and dtype
@@ -30,6 +31,8 @@ Rules:
      sources are inside or a (``a.size(0)`` used inside; a dead-end side node on a alone belongs to
      the block starting at a). Any other side node read inside (but a ``get_attr``, re-read by the
      emitter), or computed inside (not from b alone) and used outside, breaks the block (recorded).
+     A side *tensor* computed outside (an attention mask, a constant) that body nodes read is a
+     ``context`` input of the block: it is passed in, and skipping the block ignores it.
   8. A body node writing in place into a value from outside the body (the entry, a view of it, a
      buffer) breaks the block (recorded): identity would not equal skipping it.
   9. A leaf module from outside torch.nn returning several outputs is recorded; no block holds it.
@@ -110,10 +113,14 @@ class SkippableBlock:
     exit: str
     nodes: tuple[str, ...]
     residual: bool
+    context: tuple[str, ...] = ()  # Rule 7: side tensors computed outside that the body reads
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "entry": self.entry, "exit": self.exit,
-                "nodes": list(self.nodes), "residual": self.residual}
+        d = {"name": self.name, "entry": self.entry, "exit": self.exit,
+             "nodes": list(self.nodes), "residual": self.residual}
+        if self.context:
+            d["context"] = list(self.context)
+        return d
 
 
 @dataclass(frozen=True)
@@ -147,11 +154,16 @@ class _Ctx:
     def __init__(self, ir: IRGraph):
         self.ir, self.order = ir, {n: i for i, n in enumerate(ir.names)}
         self.params = {n for n in ir.names if _is_param(ir, n)}
-        self.tensor = set(ir.placeholders)  # Rule 2: tensors computed from the inputs, and output
+        self.inputs = [p for p in ir.placeholders if "mask" not in p.lower()] or ir.placeholders
+        self.tensor = set(self.inputs)  # Rule 2: tensors computed from the inputs, and output
         for name, info in zip(ir.names, ir):
             if (info.shape is not None or info.tuple_shapes is not None or info.op == "output") \
                     and info.op != "get_attr" and any(i in self.tensor for i in ir.inputs(name)):
                 self.tensor.add(name)
+        self.side_inputs = set(ir.placeholders) - self.tensor  # Rule 2: from context inputs
+        for name in ir.names:
+            if name not in self.tensor and any(i in self.side_inputs for i in ir.inputs(name)):
+                self.side_inputs.add(name)
         self.src: dict[str, frozenset] = {}  # Rule 2: side node -> tensor nodes it comes from
         self.usr: dict[str, frozenset] = {}  # Rule 2: side node -> tensor nodes using it
         self.touch: dict[str, list[str]] = defaultdict(list)
@@ -196,7 +208,7 @@ def _build(ir: IRGraph) -> _Ctx:
     """Rules 2-4: dominators, trunk points, and the region of each node."""
     ctx = _Ctx(ir)
     g = nx.DiGraph()
-    g.add_edges_from((_SOURCE, p) for p in ir.placeholders)
+    g.add_edges_from((_SOURCE, p) for p in ctx.inputs)
     g.add_edges_from((i, n) for n in ctx.tensor for i in ir.inputs(n) if i in ctx.tensor)
     ctx.idom = nx.immediate_dominators(g, _SOURCE)
     chain, cur, interior = [], ctx.idom.get(ir.output, _SOURCE), _unit_interior(ctx)
@@ -287,31 +299,43 @@ def _writes_into(ir: IRGraph, name: str, body: set[str]) -> str | None:
     return arg.name if hit else None
 
 
-def _check(ctx: _Ctx, a: str, b: str, body: set[str]) -> tuple[list[str], Unsupported | None]:
-    """Rules 7-8: the side nodes the block owns, or why it is not a block."""
+def _check(ctx: _Ctx, a: str, b: str, body: set[str]) -> tuple[list, list, Unsupported | None]:
+    """Rules 7-8: the side nodes the block owns and its context inputs, or why it is not a
+    block."""
     ir, where, ordered = ctx.ir, f"{a}..{b}", sorted(body, key=ctx.order.get)
     for v in ordered:
         outside = [i for i in ir.inputs(v) if i in ctx.tensor and i not in body and i != a]
         outside += [u for u in ir.users(v) if v != b and u in ctx.tensor and u not in body]
         if outside:
-            return [], _leak(ir, v, f"is linked to {ir.label(outside[0])} outside", where)
+            return [], [], _leak(ir, v, f"is linked to {ir.label(outside[0])} outside", where)
         root = _writes_into(ir, v, body)
         if root is not None and root not in body:
-            return [], Unsupported(v, "Rule 8", (
+            return [], [], Unsupported(v, "Rule 8", (
                 f"{ir.label(v)} writes in place into {root}, from outside the region {where}: "
                 "skipping the region would not equal identity"),
                 "use the out-of-place op (x = x + y, inplace=False) on the block input")
-    members = []
+    members, context = [], []
     for s in dict.fromkeys(s for v in [a, *ordered] for s in ctx.touch[v]):
         src, usr = ctx.src[s], ctx.usr[s]
-        if usr <= body and (usr or src) and src <= body | {a} and not (src and src <= {b}):
+        side_input = s in ctx.side_inputs
+        if not side_input and usr <= body and (usr or src) and src <= body | {a} \
+                and not (src and src <= {b}):
             members.append(s)
         elif usr - body and src & (body - {b}):
             user = ir.label(min(usr - body, key=ctx.order.get))
-            return [], _leak(ir, s, f"is computed inside and used by {user} outside", where)
+            return [], [], _leak(ir, s, f"is computed inside and used by {user} outside", where)
         elif usr & body and ir.info(s).op != "get_attr":
-            return [], _leak(ir, s, "is computed outside and read inside", where)
-    return members, None
+            if ir.info(s).shape is not None and not src & body:  # Rule 7: a context input
+                if any(u in body for u in ir.users(s)):
+                    context.append(s)
+                continue
+            return [], [], _leak(ir, s, "is computed outside and read inside", where)
+    member_set = set(members)
+    for s in members:  # a member may read a context input, nothing else from outside
+        if any(i not in body and i not in member_set and i != a and i not in context
+               and ir.info(i).op != "get_attr" for i in ir.inputs(s)):
+            return [], [], _leak(ir, s, "is computed from values outside", where)
+    return members, context, None
 
 
 def _leak(ir: IRGraph, node: str, how: str, where: str) -> Unsupported:
@@ -367,13 +391,13 @@ def _unsupported_nodes(ctx: _Ctx) -> list[Unsupported]:
     return out
 
 
-def _stages(ctx: _Ctx, raw: list[tuple[str, str, tuple[str, ...], bool]]) -> tuple[Stage, ...]:
+def _stages(ctx: _Ctx, raw: list[tuple]) -> tuple[Stage, ...]:
     """Rules 12-13: name the blocks, then chain them into stages."""
-    scopes = [[_scope(ctx.ir, n) for n in nodes] for _, _, nodes, _ in raw]
+    scopes = [[_scope(ctx.ir, n) for n in r[2]] for r in raw]
     prefixes = [_common_prefix(s) for s in scopes]
-    names = _unique_names(prefixes, scopes, [f"{a}..{b}" for a, b, _, _ in raw])
+    names = _unique_names(prefixes, scopes, [f"{r[0]}..{r[1]}" for r in raw])
     chains: list[list[int]] = []
-    for i, (a, _, _, _) in enumerate(raw):
+    for i, (a, *_) in enumerate(raw):
         if chains and raw[chains[-1][-1]][1] == a:
             chains[-1].append(i)
         else:
@@ -397,13 +421,14 @@ def find_skippable_blocks(ir: IRGraph, *, cfg: BlockConfig = BlockConfig()) -> S
         body = {n for k in range(a, b) for n in ctx.buckets[k]}
         if a < last_exit or body & ctx.multi_leaves:  # Rules 5 and 9
             continue
-        members, problem = _check(ctx, ctx.trunk[a], ctx.trunk[b], body)
+        members, context, problem = _check(ctx, ctx.trunk[a], ctx.trunk[b], body)
         residual = problem is None and _residual(ctx, ctx.trunk[a], ctx.trunk[b], body)
         if problem is not None:
             records.append(problem)
         elif residual or not cfg.residual_only:  # Rule 11
             raw.append((ctx.trunk[a], ctx.trunk[b],
-                        tuple(sorted(body | set(members), key=ctx.order.get)), residual))
+                        tuple(sorted(body | set(members), key=ctx.order.get)), residual,
+                        tuple(sorted(context, key=ctx.order.get))))
             last_exit = b
     records = sorted(dict.fromkeys(records), key=lambda u: (ctx.order.get(u.node, -1), u.rule))
     raise_if_strict(cfg.strict, "find_skippable_blocks", records)

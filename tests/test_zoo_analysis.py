@@ -105,7 +105,6 @@ def test_concat_models_use_index_maps(name):
 
 
 @pytest.mark.parametrize("name, reason", [("shufflenet_v2", "splits the channel axis"),
-                                          ("vit", "splits the channel axis"),
                                           ("resnext", "grouped convolution")])
 def test_unsupported_parts_are_frozen_and_reported(name, reason):
     a = analyze(model(name), torch.zeros(ZOO_INPUT_SHAPES[name]))
@@ -113,3 +112,11 @@ def test_unsupported_parts_are_frozen_and_reported(name, reason):
     assert len(a.width_groups.elastic) > 0
     frozen = [g for g in a.width_groups.groups if g.frozen]
     assert any(any("unsupported" in r for r in g.reasons) for g in frozen)
+
+
+def test_vit_attention_has_elastic_heads():
+    a = analyze(model("vit"), torch.zeros(ZOO_INPUT_SHAPES["vit"]))
+    heads = [g for g in a.width_groups.groups if g.kind == "heads"]
+    assert [(g.name, g.size, g.head_size, g.choices) for g in heads] == [
+        (f"blocks.{i}.attn.qkv", 3, 64, (3, 2, 1)) for i in range(4)]
+    assert not a.unsupported

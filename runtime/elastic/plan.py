@@ -105,8 +105,9 @@ def _check_map(where: str, cmap: ChannelMap, full: int, space: SearchSpace, prob
     for seg in cmap:
         if seg.group is None:
             continue
-        if seg.group not in space or space[seg.group].kind != "width":
-            problems.append(f"{where}: group {seg.group!r} is not a width dimension of the space")
+        if seg.group not in space or space[seg.group].kind not in ("width", "heads"):
+            problems.append(f"{where}: group {seg.group!r} is not a width or heads dimension "
+                            "of the space")
         elif space[seg.group].max != seg.size:
             problems.append(f"{where}: segment of {seg.size} channels but dimension "
                             f"{space[seg.group].describe()} has maximum {space[seg.group].max}")
