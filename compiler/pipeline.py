@@ -158,7 +158,7 @@ def _plan(analysis: Analysis, cfg, example_inputs):
 
 def _shapes_per_resolution(ir: IRGraph, example_inputs, resolutions):
     """{resolution: {node: shape}}: one capture per extra resolution (meta tensors: cheap)."""
-    base = {n: ir.info(n).shape for n in ir.names}
+    base = {n: _first_shape(ir.info(n)) for n in ir.names}
     if not resolutions:
         return {None: base}, (None,)
     if ir.frontend == "export":
@@ -174,8 +174,15 @@ def _shapes_per_resolution(ir: IRGraph, example_inputs, resolutions):
             other = capture(ir.gm, (xr,))
         except Exception as exc:
             raise ValueError(f"the model does not run at resolution {r}: {exc}") from exc
-        shapes[r] = {n: other.info(n).shape for n in ir.names}
+        shapes[r] = {n: _first_shape(other.info(n)) for n in ir.names}
     return shapes, tuple(sorted(resolutions, reverse=True))
+
+
+def _first_shape(info):
+    """A node's output shape; for a tuple output (a leaf module), its first tensor's."""
+    if info.shape is not None or not info.tuple_shapes:
+        return info.shape
+    return next((s for s in info.tuple_shapes if s is not None), None)
 
 
 def as_config(config):

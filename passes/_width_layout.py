@@ -8,6 +8,7 @@ import math
 from passes._width_ops import HANDLERS_BASE, HINT_FREEZE, ShapeOf, TDesc, D, _norm_dim, shape
 from passes._width_attention import (on_matmul, on_sdpa, on_select, on_slice, on_t, piece_sizes,
                                      split_channels, split_heads)
+from compiler.ops import LIKE_NAMES
 from passes._width_rules import Desc, PDesc, Seg, arg, is_node, rest_args
 
 HINT_RESHAPE = ("write the reshape with -1 or sizes read from x.shape, or keep that part frozen; "
@@ -170,6 +171,12 @@ def on_split_like(st, node, _=None):  # Rule 13 (channel split) / Rule 10 (other
     return TDesc((d,) * n)
 
 
+def _shape_only(st, node) -> bool:
+    """Whether a value only gives shape, dtype and device to ``*_like`` constructors (the
+    per-sample mask of hand-written stochastic depth: ``empty_like(x[:, :1, :1, :1])``)."""
+    return bool(node.users) and all(st.ir.info(u.name).kind in LIKE_NAMES for u in node.users)
+
+
 def on_getitem(st, node):  # Rule 10
     src, idx = node.args[0], node.args[1]
     d = D(st, src)
@@ -201,6 +208,8 @@ def on_getitem(st, node):  # Rule 10
         if in_dim == d.axis:
             if isinstance(i, slice) and i == slice(None):
                 return Desc(out_dim, d.segs)
+            if _shape_only(st, node):  # Rule 10: x[:, :1] only shapes a new mask
+                return None
             st.unsupported_(node.name, "Rule 10", "indexing selects channels", HINT_FREEZE, [d])
             return None
         out_dim += isinstance(i, slice)

@@ -231,9 +231,14 @@ def _mac_layers(gm: fx.GraphModule) -> dict[int, tuple[list[str], bool]]:
         if node.op != "call_module":
             continue
         mod = gm.get_submodule(node.target)
-        if isinstance(mod, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
-            out.setdefault(id(mod), ([], not isinstance(mod, torch.nn.Linear)))[0].append(node.name)
+        for sub in mod.modules():  # Rule 7: layers inside a leaf module (nn.MultiheadAttention's
+            if isinstance(sub, _MACS):  # out_proj) count with the leaf's output positions
+                out.setdefault(id(sub), ([], not isinstance(sub, torch.nn.Linear)))[0] \
+                    .append(node.name)
     return out
+
+
+_MACS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
 def _bindings(gm, plan, elastic_ops, mac_layers, kernel_dims, stage_paths) -> Bindings:

@@ -10,8 +10,13 @@ Rules:
   2. Consumers: conv input channels and linear input features (the last axis) read a space; a
      linear over a non-channel axis leaves the channels where they are and is not elastic.
   3. A depthwise conv (groups == in == out channels) unites its input and output spaces.
+  3b. A grouped conv (1 < groups, not depthwise) keeps its group count G and shrinks every group
+      alike: its input space becomes G copies of a per-group space, its output G copies of
+      another (index maps). Such a group (``groups == G``) counts channels *per conv group*; its
+      choices are the totals of Rule 15 that are multiples of G, divided by G.
   4. Channel-preserving ops pass a space through: activations, dropout, pooling, interpolation,
-     pad (not along channels), identity, casts, softmax, scalar arithmetic.
+     pad (not along channels), identity, casts, softmax, scalar arithmetic, and train-time ops:
+     stochastic depth / drop path, ``*_like`` constructors and ``bernoulli_`` of a per-sample mask.
   5. Norms are members of the space they normalise: batch/instance norm on axis 1, layer norm
      over the last axis (modules or F.layer_norm with parameters), group norm with widths kept
      multiples of its channels per group.
@@ -22,7 +27,9 @@ Rules:
      keeps its group and consumers see an index map; concat along another axis unites them.
   8. Flatten of (C, H, W) maps channel i to features [i*H*W, (i+1)*H*W) (``inner`` = H*W).
   9. Permute and transpose move the channel axis; it is tracked.
-  10. Reductions, indexing, (un)squeeze and expand over other axes shift the channel axis.
+  10. Reductions, indexing, (un)squeeze and expand over other axes shift the channel axis;
+      indexing channels only to shape a ``*_like`` mask (``empty_like(x[:, :1, :1, :1])``)
+      gives a fixed one-channel tensor.
   11. Direct parameters (get_attr: class token, position embedding, layer scale) that meet a
       channel space elementwise, by concat or as norm weights become members sliced on that dim.
   12. Model inputs are fixed-channel tensors; the spaces of the model's outputs are frozen.
@@ -47,12 +54,15 @@ Rules:
       ``width_multipliers`` (or every count with ``width_step``), at least 1.
   19. A split/chunk of a plain channel axis into pieces (a fused QKV projection split into q, k
       and v) makes each piece a space of its own; the producer sees their concatenation.
+  21. Ops registered in `compiler.ops` (globally with ``register_op`` or for one run through
+      ``op_rules``) follow their registered behaviour: channel-preserving, elementwise, frozen
+      (full width, with the reason, no record) or a custom rule.
   20. Batched matrix products and scaled-dot-product attention unite the spaces their operands
       carry on one batch axis (the heads axis of q, k and v); a channel on a matrix axis is
       Rule 13. A space refined two different ways (Rules 18-19) is frozen.
 
 Unsupported (frozen and reported; ``strict=True`` raises one error listing them all):
-  - general grouped convolution (1 < groups, not depthwise);
+  - a grouped convolution fed by concatenated channels;
   - chunk/split of concatenated channels and reshapes that split channels other than
     attention heads off the last axis (channel shuffle);
   - matmul/einsum over a channel-carrying matrix axis; grouped-query attention (k/v with fewer
@@ -75,6 +85,7 @@ import math
 from dataclasses import dataclass, field
 
 from compiler.ir import IRGraph
+from compiler.ops import local_rules
 from passes._width_layout import HANDLERS
 from passes._width_ops import on_unknown
 from passes._width_rules import Desc, Seg, State, classify, rest_args
@@ -93,8 +104,11 @@ class GroupingConfig:
     width_multipliers: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
     width_divisor: int = 8
     strict: bool = False
+    op_rules: tuple = ()  # ((target, behaviour), ...): see compiler.ops
 
     def __post_init__(self):
+        rules = self.op_rules.items() if isinstance(self.op_rules, dict) else self.op_rules
+        object.__setattr__(self, "op_rules", tuple((k, v) for k, v in rules))
         if self.max_num_widths < 1 or self.min_width < 1 or self.width_divisor < 1:
             raise ValueError("max_num_widths, min_width and width_divisor must be >= 1")
         if self.width_step is not None and self.width_step < 1:
@@ -137,6 +151,7 @@ class WidthGroup:
     multiple_of: int = 1
     kind: str = "width"  # "heads" (Rule 18): size and choices count heads of `head_size` channels
     head_size: int = 1
+    groups: int = 1  # Rule 3b: size and choices count channels per group of a grouped conv
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "size": self.size, "producers": list(self.producers),
@@ -145,6 +160,8 @@ class WidthGroup:
              "multiple_of": self.multiple_of}
         if self.kind != "width":
             d.update(kind=self.kind, head_size=self.head_size)
+        if self.groups != 1:
+            d.update(groups=self.groups)
         return d
 
 
@@ -216,10 +233,12 @@ def heads_choices(heads: int, cfg: GroupingConfig) -> tuple[int, ...]:
 def find_width_groups(ir: IRGraph, *, cfg: GroupingConfig = GroupingConfig()) -> WidthGroups:
     """Union the channel spaces of `ir` into width groups (rules in the module docstring)."""
     st = State(ir)
+    rules = local_rules(cfg.op_rules) if cfg.op_rules else None
     for name in ir.names:
         node = ir.fx_node(name)
-        kind = classify(node, ir)
-        st.desc[name] = HANDLERS.get(kind, on_unknown)(st, node)
+        kind = classify(node, ir, rules)
+        handler = kind if callable(kind) else HANDLERS.get(kind, on_unknown)  # compiler.ops
+        st.desc[name] = handler(st, node)
         if kind == "reshape" and isinstance(st.desc[name], Desc):
             st.layouts.append((name, "reshape", st.desc[name].axis, st.desc[name].segs))
         _check_size_reads(st, node, kind)
@@ -316,9 +335,11 @@ def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:
     st.uses = [(n, role, dim, _expand(st, refined, segs)) for n, role, dim, segs in st.uses]
     st.layouts = [(n, role, axis, _expand(st, refined, segs)) for n, role, axis, segs in st.layouts]
     _check_splits(st)
-    heads = {}
+    heads, grouped = {}, {}
     for space, size in st.heads.items():
         heads.setdefault(st.find(space), set()).add(size)
+    for space, g in st.grouped.items():
+        grouped.setdefault(st.find(space), set()).add(g)
     by_root: dict[int, list] = {}
     for node, role, dim, segs in st.uses:
         offset = 0
@@ -332,9 +353,17 @@ def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:
             st.freeze(Desc(0, (Seg(r, st.size[r]),)), "heads of different sizes meet")
         reasons = tuple(dict.fromkeys(st.frozen.get(r, ())))
         mult = st.multiple_of.get(r, 1)
+        if len(grouped.get(r, ())) > 1:
+            st.freeze(Desc(0, (Seg(r, st.size[r]),)), "grouped convs of different group counts")
+            reasons = tuple(dict.fromkeys(st.frozen.get(r, ())))
         if r in heads:  # Rule 18
             choices = (st.size[r],) if reasons else heads_choices(st.size[r], cfg)
             extra = dict(kind="heads", head_size=min(heads[r]))
+        elif r in grouped:  # Rule 3b
+            g = min(grouped[r])
+            choices = (st.size[r],) if reasons else tuple(
+                w // g for w in width_choices(st.size[r] * g, cfg, math.lcm(mult, g)))
+            extra = dict(groups=g)
         else:
             choices = (st.size[r],) if reasons else width_choices(st.size[r], cfg, mult)
             extra = {}

@@ -220,6 +220,19 @@ def test_rule_15_width_choices():
 
 
 # ----------------------------------------------------------------- Unsupported (Rule 13/14)
+class GroupedOfConcat(nn.Module):
+    """A grouped conv fed by a concat: its groups would straddle the concat's parts."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.g = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.g(torch.cat([self.a(x), self.b(x)], 1)))
+
+
 class Grouped(nn.Module):
     def __init__(self):
         super().__init__()
@@ -305,7 +318,7 @@ class HardCoded(nn.Module):
 
 
 @pytest.mark.parametrize("model, shape, node, rule, frozen_group", [
-    (Grouped(), (1, 3, 4, 4), "g", "Rule 13", "a"),
+    (GroupedOfConcat(), (1, 3, 4, 4), "g", "Rule 13", "a"),
     (Shuffle(), (1, 3, 4, 4), "view", "Rule 14", "a"),
     (SplitApart(), (1, 3, 4, 4), "chunk", "Rule 19", "a"),
     (Unknown(), (1, 3, 4, 4), "up", "Rule 13", "a"),
@@ -340,7 +353,7 @@ def test_rule_19_split_halves_that_meet_shrink_together():
 
 
 def test_why_explains_frozen_node():
-    wg, _ = groups_of(Grouped(), 1, 3, 4, 4)
+    wg, _ = groups_of(GroupedOfConcat(), 1, 3, 4, 4)
     text = "\n".join(wg.why("g"))
     assert "grouped convolution" in text
 
@@ -424,3 +437,16 @@ def test_rule_17_module_called_twice_unites_its_spaces():
 
     wg, g = groups_of(Twice(), 1, 3, 4, 4)
     assert g["shared"].producers == ("shared", "shared_1") and not g["shared"].frozen
+
+
+def test_rule_3b_grouped_conv_shrinks_every_group_alike():
+    wg, g = groups_of(Grouped(), 1, 3, 4, 4, min_width=2, width_divisor=2)
+    assert (g["a"].size, g["a"].groups, g["a"].choices) == (4, 2, (4, 3, 2, 1))
+    assert (g["g"].size, g["g"].groups, g["g"].choices) == (4, 2, (4, 3, 2, 1))
+    (a_out,) = [u for u in wg.uses if u.node == "a" and u.role == "out"]
+    assert [(s.group, s.size) for s in a_out.segments] == [("a", 4), ("a", 4)]
+    (g_in,) = [u for u in wg.uses if u.node == "g" and u.role == "in"]
+    assert [(s.group, s.size) for s in g_in.segments] == [("a", 4)]  # weight dim 1: per group
+    (g_out,) = [u for u in wg.uses if u.node == "g" and u.role == "out"]
+    assert [(s.group, s.size) for s in g_out.segments] == [("g", 4), ("g", 4)]
+    assert not wg.unsupported
