@@ -156,6 +156,22 @@ def _rewrite(gm: fx.GraphModule, modules: dict) -> dict:
     return called
 
 
+def _constants_as_buffers(gm: fx.GraphModule) -> None:
+    """Tensor constants export lifted (``_tensor_constant0``) become buffers, so they are in
+    the state dict that a saved super-network restores."""
+    known = {id(t) for t in (*gm.parameters(), *gm.buffers())}
+    for node in gm.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        value = operator.attrgetter(node.target)(gm)
+        if isinstance(value, torch.Tensor) and id(value) not in known:
+            parent, _, name = node.target.rpartition(".")
+            owner = gm.get_submodule(parent) if parent else gm
+            delattr(owner, name)
+            owner.register_buffer(name, value)
+            known.add(id(value))
+
+
 def export_graph_module(model: nn.Module, args: tuple, kwargs: dict) -> fx.GraphModule:
     """Rules 1-4: an fx GraphModule of ATen calls and original modules."""
     ep = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
@@ -169,6 +185,8 @@ def export_graph_module(model: nn.Module, args: tuple, kwargs: dict) -> fx.Graph
     for key in ("_in_spec", "_out_spec"):
         if hasattr(unlifted, key):
             setattr(gm, key, getattr(unlifted, key))
+    gm.graph._tracer_cls = gm._tracer_cls = None  # unpickling must not need export's tracer
+    _constants_as_buffers(gm)
     gm.graph.lint()
     gm.recompile()
     return gm.train(model.training)

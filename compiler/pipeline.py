@@ -24,7 +24,7 @@ from compiler.ir import IRGraph
 from passes.find_elastic_kernels import ElasticKernels, KernelConfig, find_elastic_kernels
 from passes.find_skippable_blocks import BlockConfig, SkippableBlocks, find_skippable_blocks
 from passes.find_width_groups import GroupingConfig, WidthGroups, find_width_groups
-from passes.unsupported import raise_if_strict
+from passes.unsupported import UnsupportedError
 
 __all__ = ["AnalysisConfig", "Analysis", "analyze", "compile_supernet", "FORMAT_VERSION"]
 
@@ -92,7 +92,7 @@ def analyze(model: torch.nn.Module, example_inputs=(), *,
                  leaf_modules=cfg.leaf_modules, frontend=cfg.frontend)
     t1 = time.perf_counter()
     timings["capture"] = (t1 - t0) * 1e3
-    wg = find_width_groups(ir, cfg=cfg.width)
+    wg = find_width_groups(ir, cfg=dataclasses.replace(cfg.width, strict=False))
     t2 = time.perf_counter()
     timings["find_width_groups"] = (t2 - t1) * 1e3
     blocks = find_skippable_blocks(ir, cfg=cfg.blocks)
@@ -103,7 +103,14 @@ def analyze(model: torch.nn.Module, example_inputs=(), *,
     timings["find_elastic_kernels"] = (t4 - t3) * 1e3
     timings["total"] = (t4 - t0) * 1e3
     analysis = Analysis(ir, wg, blocks, kernels, timings)
-    raise_if_strict(cfg.strict or cfg.width.strict, "analyze", analysis.unsupported)
+    if cfg.strict or cfg.width.strict:  # strictness is the pipeline's: one error, every pass
+        pairs = [(name, u) for name, result in (("find_width_groups", wg),
+                                                ("find_skippable_blocks", blocks),
+                                                ("find_elastic_kernels", kernels))
+                 for u in result.unsupported]
+        if pairs:
+            raise UnsupportedError("analyze (strict=True)", [u for _, u in pairs],
+                                   [p for p, _ in pairs])
     return analysis
 
 

@@ -129,3 +129,26 @@ def test_zoo_stochastic_depth_captured_in_train_mode_stays_elastic():
     train, ev = find_width_groups(ir_train), find_width_groups(ir_eval)
     assert not train.unsupported and len(train.elastic) == len(ev.elastic) == 40
     assert len(find_skippable_blocks(ir_train).blocks) == len(find_skippable_blocks(ir_eval).blocks)
+
+
+class TwoProblems(nn.Module):
+    """A grouped conv of a concat (width pass) and a reflect-padded 5x5 conv (kernel pass)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.g = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.r = nn.Conv2d(8, 8, 5, padding=2, padding_mode="reflect")
+
+    def forward(self, x):
+        return self.r(self.g(torch.cat([self.a(x), self.b(x)], 1)))
+
+
+def test_strict_raises_once_with_every_record_of_every_pass():
+    from passes.unsupported import UnsupportedError
+    with pytest.raises(UnsupportedError) as err:
+        compile_supernet(TwoProblems().eval(), torch.zeros(1, 3, 8, 8), {"strict": True})
+    assert len(err.value.records) == 2
+    assert set(err.value.passes) == {"find_width_groups", "find_elastic_kernels"}
+    text = str(err.value)
+    assert "find_width_groups: g [Rule 13]" in text and "find_elastic_kernels: r" in text
