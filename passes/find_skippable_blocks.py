@@ -46,7 +46,8 @@ Rules:
      blocks share it, ``prefix[first_child..last_child]``; else ``<entry>..<exit>``. Stages
      likewise from their blocks' names, else ``stage<i>``.
   14. An add/sub of two computed tensors off the trunk (in a parallel branch, or nested in a
-     block's body) is recorded: blocks there are not searched for.
+     block's body) with a parametric op between it and the fork is recorded: blocks there are
+     not searched for.
 
 Unsupported:
   - In-place writes into the entry or any value from outside the body (Rule 8): not a block.
@@ -304,12 +305,29 @@ def _unsupported_nodes(ctx: _Ctx) -> list[Unsupported]:
                 "whether it aliases or keeps state is unknown, so no block contains it"),
                 "let capture trace into it (drop it from leaf_modules) or return one tensor"))
         elif v in ctx.idom and _is(info, _ADDITIVE) and v not in ctx.on_trunk \
-                and len({i for i in ctx.ir.inputs(v) if i in ctx.tensor}) >= 2:
+                and len({i for i in ctx.ir.inputs(v) if i in ctx.tensor}) >= 2 \
+                and _param_between(ctx, ctx.idom[v], v):
             out.append(Unsupported(v, "Rule 14", (
                 f"{ctx.ir.label(v)} joins two paths from {ctx.idom[v]} off the trunk (in a "
                 "parallel branch or a block's body): residual blocks there are not searched for"),
                 "only regions every input-to-output path passes through can be skipped"))
     return out
+
+
+def _param_between(ctx: _Ctx, fork: str, v: str) -> bool:
+    """Rule 14: a parametric op on a path from `fork` to `v` (else the add is arithmetic, such
+    as GPT-2's ``x + 0.044715 * x ** 3``, and no residual block can hide there)."""
+    seen, todo = {v}, [v]
+    while todo:
+        for i in ctx.ir.inputs(todo.pop()):
+            if i == fork:
+                continue
+            if i in ctx.params:
+                return True
+            if i in ctx.tensor and i not in seen:
+                seen.add(i)
+                todo.append(i)
+    return False
 
 
 def _stages(ctx: _Ctx, raw: list[tuple]) -> tuple[Stage, ...]:

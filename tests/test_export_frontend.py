@@ -198,3 +198,9 @@ def test_cli_compiles_with_example_kwargs(tmp_path, capsys):
     code = main(["inspect", "bench.models:hf_bert", "--example-kwargs",
                  '{"input_ids": [2, 8], "attention_mask": [2, 8]}', "--format", "json"])
     assert code == 0 and '"heads"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nothing_unsupported_in_the_hf_models(name):
+    analysis = analyze(hf_model(name), example_kwargs=hf_example_kwargs(name))
+    assert not analysis.unsupported, [str(u) for u in analysis.unsupported]
