@@ -1,16 +1,25 @@
-"""Capture: torch.fx symbolic tracing plus shape propagation into an `IRGraph`.
+"""Capture: torch.fx symbolic tracing (or torch.export) plus shape propagation into an `IRGraph`.
 
 Rules:
   1. The model is traced with `torch.fx.symbolic_trace` semantics; modules named in
-     ``leaf_modules`` (dotted paths or classes) are kept as opaque calls.
+     ``leaf_modules`` (dotted paths or classes) are kept as opaque calls. ``frontend="export"``
+     uses the torch.export front end instead (see `compiler.capture_export`); ``"auto"`` (the
+     default) uses fx and falls back to torch.export when fx cannot trace, with a warning.
   2. Shapes are propagated with meta tensors (no arithmetic, no weight reads), falling back to
      fake tensors and, for data-dependent leaf modules, to a real forward pass: every node's
      output shape and dtype are recorded in its `NodeInfo`.
   3. The input model is never modified: tracing reads it, the GraphModule shares its parameters.
-  4. A model that fx cannot trace raises `CaptureError` naming the offending code and what to do.
+  4. A model that neither front end can capture raises `CaptureError` naming the offending code
+     and what to do.
+  5. ``example_kwargs`` are keyword inputs (``input_ids``, ``attention_mask``, ``pixel_values``);
+     the fx front end binds them to its placeholders by name.
+  6. Every node's `NodeInfo.kind` is one canonical op name for both front ends: an ATen overload
+     ``aten.view.default`` is ``"view"``, ``aten.__and__.Tensor`` is ``"and"``.
+  7. Self-attention calls of ``nn.MultiheadAttention`` are written out as linear, head reshape
+     and scaled-dot-product attention (see `compiler.capture_mha`), sharing the parameters.
 
 Unsupported:
-  - Data-dependent control flow (``if x.sum() > 0``), which fx cannot trace: `CaptureError`.
+  - Data-dependent control flow that torch.export cannot capture either: `CaptureError`.
   - Models whose forward takes non-tensor inputs besides the example tensors.
 
 Example:
@@ -24,6 +33,7 @@ from __future__ import annotations
 import copy
 import operator
 import traceback
+import warnings
 from typing import Iterable, Sequence
 
 import networkx as nx
@@ -31,6 +41,7 @@ import torch
 import torch.fx as fx
 from torch.fx.interpreter import Interpreter
 
+from compiler.capture_mha import decompose_self_attention
 from compiler.ir import IRGraph, NodeInfo
 
 __all__ = ["capture", "CaptureError", "example_inputs_for", "warm_up"]
@@ -200,14 +211,29 @@ def _fake_shapes(gm: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> 
             "(e.g. --input-shape 1,3,224,224).") from exc
 
 
+def op_name(target) -> str:
+    """Rule 6: the canonical name of a called function or ATen overload."""
+    packet = getattr(target, "overloadpacket", None)
+    name = getattr(packet if packet is not None else target, "__name__", str(target))
+    return name.strip("_") if name.startswith("__") else name
+
+
+def _scope_path(node: fx.Node) -> str | None:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    last = next(reversed(stack.values()))
+    return str(last[0] if isinstance(last, tuple) else last)
+
+
 def _kind(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str | None, str | None]:
     """(kind, module_path, module_type) of an fx node."""
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
         return type(mod).__name__, node.target, type(mod).__name__
     if node.op == "call_function":
-        name = getattr(node.target, "__name__", str(node.target))
-        return name.strip("_") if name.startswith("__") else name, None, None
+        path = _scope_path(node) if isinstance(node.target, torch._ops.OpOverload) else None
+        return op_name(node.target), path, None
     if node.op == "call_method":
         return str(node.target), None, None
     if node.op == "get_attr":
@@ -245,25 +271,89 @@ def _node_info(node: fx.Node, gm: fx.GraphModule, value) -> NodeInfo:
         stack_trace=node.meta.get("stack_trace"))
 
 
-def capture(model: torch.nn.Module, example_inputs, *, leaf_modules: Iterable = ()) -> IRGraph:
-    """Trace `model` and propagate shapes from `example_inputs` (a tensor or tuple of tensors).
+FRONTENDS = ("auto", "fx", "export")
+
+
+def _bind_kwargs(gm: fx.GraphModule, args: tuple, kwargs: dict) -> tuple:
+    """Rule 5: positional inputs for the fx placeholders, keyword inputs bound by name."""
+    out = list(args)
+    for node in list(gm.graph.nodes)[len(args):]:
+        if node.op != "placeholder":
+            break
+        name = str(node.target).lstrip("*")
+        if name in kwargs:
+            out.append(kwargs[name])
+        elif node.args:
+            out.append(node.args[0])
+        else:
+            raise CaptureError(f"no example value for input {name!r}: pass it in example_kwargs")
+    unknown = set(kwargs) - {str(n.target) for n in gm.graph.nodes if n.op == "placeholder"}
+    if unknown:
+        raise CaptureError(f"example_kwargs {sorted(unknown)} are not inputs of the model")
+    return tuple(out)
+
+
+def _capture_export(model, args, kwargs) -> tuple[fx.GraphModule, dict]:
+    from compiler.capture_export import export_graph_module
+
+    try:
+        gm = export_graph_module(model, args, kwargs)
+    except Exception as exc:
+        raise CaptureError(
+            f"torch.export could not export {type(model).__name__}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}\n  at {_user_frame(exc)}\n"
+            "What to do: make the example inputs match what the model expects, or rewrite that "
+            "line without data-dependent control flow (torch.cond, or a branch on shapes).") from exc
+    return gm, {n.name: n.meta.get("val") for n in gm.graph.nodes}
+
+
+def capture(model: torch.nn.Module, example_inputs=(), *, example_kwargs=None,
+            leaf_modules: Iterable = (), frontend: str = "auto") -> IRGraph:
+    """Trace `model` and propagate shapes from `example_inputs` (a tensor or tuple of tensors)
+    and `example_kwargs` (keyword inputs).
 
     Rule 3: `model` is not modified (its training flag included).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"capture expects an nn.Module, got {type(model).__name__}")
+    if frontend not in FRONTENDS:
+        raise ValueError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    example_inputs = tuple(example_inputs)
-    gm = _trace(model, leaf_modules)
-    values = _fake_shapes(gm, example_inputs)
+    example_inputs, kwargs = tuple(example_inputs), dict(example_kwargs or {})
+    used = "fx"
+    if frontend == "export":
+        gm, values = _capture_export(model, example_inputs, kwargs)
+        used = "export"
+    else:
+        try:
+            gm = _trace(model, leaf_modules)
+        except CaptureError as exc:
+            if frontend == "fx":
+                raise
+            warnings.warn(f"{str(exc).splitlines()[0]}; falling back to torch.export "
+                          "(non-strict)", stacklevel=2)
+            try:
+                gm, values = _capture_export(model, example_inputs, kwargs)
+            except CaptureError as exc2:
+                raise CaptureError(f"{exc}\nThe torch.export fallback failed too: {exc2}") from exc2
+            used = "export"
+        else:
+            decompose_self_attention(gm)  # Rule 7
+            example_inputs = _bind_kwargs(gm, example_inputs, kwargs) if kwargs else example_inputs
+            values = _fake_shapes(gm, example_inputs)
+    return _ir(gm, values, used)
+
+
+def _ir(gm: fx.GraphModule, values: dict, frontend: str) -> IRGraph:
     graph = nx.DiGraph()
     for node in gm.graph.nodes:
         graph.add_node(node.name, info=_node_info(node, gm, values.get(node.name)))
         for arg in node.all_input_nodes:
             graph.add_edge(arg.name, node.name)
-    shapes = tuple(tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor))
-    return IRGraph(gm, graph, shapes)
+    shapes = tuple(graph.nodes[n.name]["info"].shape for n in gm.graph.nodes
+                   if n.op == "placeholder" and graph.nodes[n.name]["info"].shape is not None)
+    return IRGraph(gm, graph, shapes, frontend)
 
 
 def example_inputs_for(shape: Sequence[int], dtype=torch.float32) -> tuple[torch.Tensor]:

@@ -1,8 +1,14 @@
 """The ``supernet`` command.
 
     supernet inspect MODEL [--input-shape 1,3,224,224] [--kwargs JSON] [--format text|json|dot]
-                           [--strict] [--why NODE] [--config JSON] [-o FILE]
+                           [--example-kwargs JSON] [--strict] [--why NODE] [--config JSON] [-o FILE]
     supernet compile MODEL -o supernet.pt [--input-shape ...] [--kwargs JSON] [--config JSON]
+                           [--example-kwargs JSON]
+
+``--example-kwargs`` gives keyword inputs by shape, ``{"input_ids": [2, 8], "attention_mask":
+[2, 8]}`` (names ending in ``_ids``/``mask`` are int64: zeros and ones; others float32 zeros)
+or ``{"x": {"shape": [1, 3], "dtype": "int64"}}``; without ``--input-shape`` there is then no
+positional input (Hugging Face models: ``--example-kwargs '{"pixel_values": [1, 3, 224, 224]}'``).
 
 MODEL is ``package.module:factory`` (``bench.models:resnet50``, ``torchvision.models:resnet50``)
 or ``path/to/file.py:factory``; the factory is called with ``--kwargs`` (a JSON object) or with
@@ -31,8 +37,27 @@ class CLIError(Exception):
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="package.module:factory or path/to/file.py:factory")
     p.add_argument("--kwargs", help="JSON object of factory keyword arguments")
-    p.add_argument("--input-shape", default="1,3,224,224", help="example input shape "
-                   "(default 1,3,224,224)")
+    p.add_argument("--input-shape", default=None, help="example input shape "
+                   "(default 1,3,224,224, none when --example-kwargs is given)")
+    p.add_argument("--example-kwargs", help="keyword inputs as a JSON object name -> shape")
+
+
+def _example_inputs(args) -> tuple[tuple, dict, str]:
+    """(positional inputs, keyword inputs, a label) from --input-shape and --example-kwargs."""
+    kwargs = {}
+    for name, spec in parse_json_object(args.example_kwargs, "--example-kwargs").items():
+        spec = spec if isinstance(spec, dict) else {"shape": spec}
+        if not isinstance(spec.get("shape"), list):
+            raise CLIError(f"--example-kwargs {name!r}: give a shape list, e.g. [2, 8]")
+        integer = name.endswith(("_ids", "mask"))
+        dtype = getattr(torch, spec.get("dtype", "int64" if integer else "float32"))
+        fill = torch.ones if name.endswith("mask") else torch.zeros
+        kwargs[name] = fill(spec["shape"], dtype=dtype)
+    shape_text = args.input_shape or (None if kwargs else "1,3,224,224")
+    positional = (torch.zeros(parse_shape(shape_text)),) if shape_text else ()
+    label = ", ".join(([f"input {shape_text.replace(',', 'x')}"] if shape_text else []) +
+                      [f"{k} {'x'.join(map(str, v.shape))}" for k, v in kwargs.items()])
+    return positional, kwargs, label
 
 
 def _config(text: str | None):
@@ -64,9 +89,8 @@ def _cmd_inspect(args) -> int:
     if args.strict:
         config = dataclasses.replace(config, strict=True)
     model = load_model(args.model, parse_json_object(args.kwargs)).eval()
-    shape = parse_shape(args.input_shape)
-    x = torch.zeros(shape)
-    analysis = analyze(model, x, cfg=analysis_config(config))
+    x, kwargs, label = _example_inputs(args)
+    analysis = analyze(model, x, cfg=analysis_config(config), example_kwargs=kwargs)
     if args.why:
         if args.why not in analysis.ir.names:
             close = [n for n in analysis.ir.names if args.why in n][:10]
@@ -81,7 +105,7 @@ def _cmd_inspect(args) -> int:
     elif args.format == "dot":
         text = report.to_dot(analysis)
     else:
-        text = report.to_text(analysis, title=f"{args.model} (input {'x'.join(map(str, shape))})",
+        text = report.to_text(analysis, title=f"{args.model} ({label})",
                               space=_space_or_error(analysis, x, config))
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -96,9 +120,9 @@ def _cmd_compile(args) -> int:
 
     config = _config(args.config)
     model = load_model(args.model, parse_json_object(args.kwargs)).eval()
-    shape = parse_shape(args.input_shape)
+    x, kwargs, _ = _example_inputs(args)
     t = time.perf_counter()
-    net = compile_supernet(model, torch.zeros(shape), config)
+    net = compile_supernet(model, x, config, example_kwargs=kwargs)
     seconds = time.perf_counter() - t
     net.save(args.output)
     space = space_dict(net)

@@ -6,7 +6,7 @@ Example:
     >>> SupernetConfig.from_dict({"max_widths": 3})
     Traceback (most recent call last):
     ...
-    ValueError: unknown SupernetConfig key(s) ['max_widths']; valid keys: ['depth', 'frozen_modules', 'kernels', 'max_num_widths', 'min_active_blocks', 'min_kernel', 'min_width', 'reorder', 'resolutions', 'strict', 'width_divisor', 'width_multipliers', 'width_step']
+    ValueError: unknown SupernetConfig key(s) ['max_widths']; valid keys: ['depth', 'frontend', 'frozen_modules', 'kernels', 'max_num_widths', 'min_active_blocks', 'min_kernel', 'min_width', 'op_rules', 'reorder', 'resolutions', 'strict', 'width_divisor', 'width_multipliers', 'width_step']
 """
 from __future__ import annotations
 
@@ -33,7 +33,10 @@ class SupernetConfig:
     Kernels: ``kernels`` on/off, ``min_kernel``. ``resolutions``: input resolutions to search
     (none: only the example input's). ``frozen_modules``: module path prefixes kept at full
     width and never skipped. ``reorder``: sort channels by importance first. ``strict``: raise on
-    anything unsupported instead of freezing it.
+    anything unsupported instead of freezing it. ``frontend``: ``"auto"`` (torch.fx, falling back
+    to torch.export when fx cannot trace), ``"fx"`` or ``"export"``. ``op_rules``: how unknown ops
+    treat channels, ``{"package.module:Name": "channel_preserving" | "elementwise" | "frozen"}``
+    (see `compiler.ops`).
     """
     max_num_widths: int = 4
     min_width: int = 8
@@ -48,8 +51,15 @@ class SupernetConfig:
     frozen_modules: tuple[str, ...] = ()
     reorder: bool = True
     strict: bool = False
+    frontend: str = "auto"
+    op_rules: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        rules = dict(self.op_rules)
+        if any(not isinstance(k, str) or not isinstance(v, str) for k, v in rules.items()):
+            raise ValueError("op_rules maps 'package.module:Name' (or an op name) to a behaviour "
+                             "name, e.g. {'mypkg.ops:Gate': 'channel_preserving'}")
+        object.__setattr__(self, "op_rules", rules)
         for name in ("width_multipliers", "resolutions", "frozen_modules"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not isinstance(self.depth, str):
@@ -63,13 +73,16 @@ class SupernetConfig:
             raise ValueError(f"resolutions must be positive integers, got {self.resolutions}")
         if self.min_kernel < 1 or self.min_kernel % 2 == 0:
             raise ValueError(f"min_kernel must be a positive odd integer, got {self.min_kernel}")
+        if self.frontend not in ("auto", "fx", "export"):
+            raise ValueError(f"frontend must be 'auto', 'fx' or 'export', got {self.frontend!r}")
         self.grouping()  # validates the width options
 
     def grouping(self) -> GroupingConfig:
         return GroupingConfig(max_num_widths=self.max_num_widths, min_width=self.min_width,
                               width_step=self.width_step,
                               width_multipliers=self.width_multipliers,
-                              width_divisor=self.width_divisor, strict=self.strict)
+                              width_divisor=self.width_divisor, strict=self.strict,
+                              op_rules=tuple(self.op_rules.items()))
 
     def kernel_config(self) -> KernelConfig:
         return KernelConfig(min_kernel=self.min_kernel, enabled=self.kernels)
@@ -96,7 +109,8 @@ class SupernetConfig:
         return cls.from_dict(data)
 
     def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else
+                         dict(v) if isinstance(v, dict) else v)
                 for f in dataclasses.fields(self)}
 
 

@@ -91,8 +91,10 @@ class IRLintError(ValueError):
 class IRGraph:
     """A captured model: the fx `GraphModule`, and a networkx DiGraph of `NodeInfo` nodes."""
 
-    def __init__(self, gm: fx.GraphModule, graph: nx.DiGraph, input_shapes: tuple):
+    def __init__(self, gm: fx.GraphModule, graph: nx.DiGraph, input_shapes: tuple,
+                 frontend: str = "fx"):
         self.gm = gm
+        self.frontend = frontend  # "fx" or "export": which front end captured it
         self.graph = graph
         self.input_shapes = tuple(input_shapes)
         self._fx = {n.name: n for n in gm.graph.nodes}

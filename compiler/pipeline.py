@@ -24,7 +24,7 @@ from compiler.ir import IRGraph
 from passes.find_elastic_kernels import ElasticKernels, KernelConfig, find_elastic_kernels
 from passes.find_skippable_blocks import BlockConfig, SkippableBlocks, find_skippable_blocks
 from passes.find_width_groups import GroupingConfig, WidthGroups, find_width_groups
-from passes.unsupported import raise_if_strict
+from passes.unsupported import UnsupportedError
 
 __all__ = ["AnalysisConfig", "Analysis", "analyze", "compile_supernet", "run_pipeline", "FORMAT_VERSION"]
 
@@ -38,6 +38,7 @@ class AnalysisConfig:
     kernels: KernelConfig = field(default_factory=KernelConfig)
     leaf_modules: tuple = ()
     strict: bool = False
+    frontend: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -78,18 +79,20 @@ class Analysis:
         }
 
 
-def analyze(model: torch.nn.Module, example_inputs, *,
-            cfg: AnalysisConfig = AnalysisConfig()) -> Analysis:
-    """Capture `model` and run every analysis pass; `cfg.strict` raises on anything unsupported."""
+def analyze(model: torch.nn.Module, example_inputs=(), *,
+            cfg: AnalysisConfig = AnalysisConfig(), example_kwargs=None) -> Analysis:
+    """Capture `model` and run every analysis pass; `cfg.strict` raises on anything unsupported.
+    `example_kwargs` are keyword inputs (Hugging Face ``input_ids``, ``pixel_values``, ...)."""
     timings = {}
     warm = warm_up()
     if warm:
         timings["one_time_warmup"] = warm * 1e3
     t0 = time.perf_counter()
-    ir = capture(model, example_inputs, leaf_modules=cfg.leaf_modules)
+    ir = capture(model, example_inputs, example_kwargs=example_kwargs,
+                 leaf_modules=cfg.leaf_modules, frontend=cfg.frontend)
     t1 = time.perf_counter()
     timings["capture"] = (t1 - t0) * 1e3
-    wg = find_width_groups(ir, cfg=cfg.width)
+    wg = find_width_groups(ir, cfg=dataclasses.replace(cfg.width, strict=False))
     t2 = time.perf_counter()
     timings["find_width_groups"] = (t2 - t1) * 1e3
     blocks = find_skippable_blocks(ir, cfg=cfg.blocks)
@@ -100,7 +103,14 @@ def analyze(model: torch.nn.Module, example_inputs, *,
     timings["find_elastic_kernels"] = (t4 - t3) * 1e3
     timings["total"] = (t4 - t0) * 1e3
     analysis = Analysis(ir, wg, blocks, kernels, timings)
-    raise_if_strict(cfg.strict or cfg.width.strict, "analyze", analysis.unsupported)
+    if cfg.strict or cfg.width.strict:  # strictness is the pipeline's: one error, every pass
+        pairs = [(name, u) for name, result in (("find_width_groups", wg),
+                                                ("find_skippable_blocks", blocks),
+                                                ("find_elastic_kernels", kernels))
+                 for u in result.unsupported]
+        if pairs:
+            raise UnsupportedError("analyze (strict=True)", [u for _, u in pairs],
+                                   [p for p, _ in pairs])
     return analysis
 
 
@@ -130,7 +140,10 @@ def _plan(analysis: Analysis, cfg, example_inputs):
     ir = analysis.ir
     frozen_nodes = {n for n in ir.names if any(
         (ir.info(n).module_path or "").startswith(p) for p in cfg.frozen_modules)}
-    bad = frozen_nodes | {u.node for u in analysis.unsupported}
+    # find_skippable_blocks' Rule 14 records say where blocks were not searched for; a block
+    # found around such a node is still single-entry single-exit.
+    bad = frozen_nodes | {u.node for u in analysis.unsupported
+                          if u not in analysis.blocks.unsupported or u.rule != "Rule 14"}
     frozen_groups = frozenset(s.group for u in analysis.width_groups.uses
                               if u.node in frozen_nodes for s in u.segments)
     names = None if isinstance(cfg.depth, str) else set(cfg.depth)
@@ -152,9 +165,12 @@ def _plan(analysis: Analysis, cfg, example_inputs):
 
 def _shapes_per_resolution(ir: IRGraph, example_inputs, resolutions):
     """{resolution: {node: shape}}: one capture per extra resolution (meta tensors: cheap)."""
-    base = {n: ir.info(n).shape for n in ir.names}
+    base = {n: _first_shape(ir.info(n)) for n in ir.names}
     if not resolutions:
         return {None: base}, (None,)
+    if ir.frontend == "export":
+        raise ValueError("resolutions are not supported for models captured with torch.export "
+                         "(the exported graph is specialised to the example input's shape)")
     x = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
     shapes = {}
     for r in resolutions:
@@ -165,8 +181,15 @@ def _shapes_per_resolution(ir: IRGraph, example_inputs, resolutions):
             other = capture(ir.gm, (xr,))
         except Exception as exc:
             raise ValueError(f"the model does not run at resolution {r}: {exc}") from exc
-        shapes[r] = {n: other.info(n).shape for n in ir.names}
+        shapes[r] = {n: _first_shape(other.info(n)) for n in ir.names}
     return shapes, tuple(sorted(resolutions, reverse=True))
+
+
+def _first_shape(info):
+    """A node's output shape; for a tuple output (a leaf module), its first tensor's."""
+    if info.shape is not None or not info.tuple_shapes:
+        return info.shape
+    return next((s for s in info.tuple_shapes if s is not None), None)
 
 
 def as_config(config):
@@ -185,7 +208,7 @@ def as_config(config):
 
 def analysis_config(config) -> AnalysisConfig:
     return AnalysisConfig(width=config.grouping(), kernels=config.kernel_config(),
-                          strict=config.strict)
+                          strict=config.strict, frontend=config.frontend)
 
 
 def build_supernet(analysis: Analysis, example_inputs, config):
@@ -204,16 +227,19 @@ def build_supernet(analysis: Analysis, example_inputs, config):
     return emit_supernet(gm, plan, meta=meta)
 
 
-def compile_supernet(model: torch.nn.Module, example_inputs, config=None):
+def compile_supernet(model: torch.nn.Module, example_inputs=(), config=None, *,
+                     example_kwargs=None):
     """Analyse `model` and rewrite it into an elastic weight-sharing `SuperNetwork`.
 
     `config` is a `SupernetConfig`, a dict of its fields, or None for the defaults. The model is
     not modified; the super-network owns a copy of its weights, channels reordered by importance.
+    `example_kwargs` are keyword inputs (``input_ids``, ``attention_mask``, ``pixel_values``).
     """
     config = as_config(config)
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    analysis = analyze(model, example_inputs, cfg=analysis_config(config))
+    analysis = analyze(model, example_inputs, cfg=analysis_config(config),
+                       example_kwargs=example_kwargs)
     return build_supernet(analysis, example_inputs, config)
 
 

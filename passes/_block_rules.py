@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from compiler.ir import IRGraph
+from compiler.ir import IRGraph, NodeInfo
 
 _NORMS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm", "GroupNorm",
           "batch_norm", "layer_norm", "group_norm"}
@@ -24,6 +24,10 @@ _VIEWS = _LAYOUT | {"getitem", "expand", "expand_as", "view_as", "narrow", "sele
                     "split", "unbind", "detach", "as_strided"}
 _INPLACE_FUNCS = {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "iand", "ior",
                   "ixor", "ilshift", "irshift", "imatmul", "setitem"}
+
+def _is(info: NodeInfo, kinds: set) -> bool:
+    return info.op in ("call_module", "call_function", "call_method") and info.kind in kinds
+
 
 def _scope(ir: IRGraph, name: str) -> str:
     stack = ir.fx_node(name).meta.get("nn_module_stack")

@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 
 from passes._width_ops import HANDLERS_BASE, HINT_FREEZE, ShapeOf, TDesc, D, _norm_dim, shape
+from passes._width_attention import (on_matmul, on_sdpa, on_select, on_slice, on_t, piece_sizes,
+                                     split_channels, split_heads)
+from compiler.ops import LIKE_NAMES
 from passes._width_rules import Desc, PDesc, Seg, arg, is_node, rest_args
 
 HINT_RESHAPE = ("write the reshape with -1 or sizes read from x.shape, or keep that part frozen; "
@@ -53,12 +56,16 @@ def on_reshape(st, node):  # Rule 14
     if not isinstance(d, Desc):
         return None
     j, inner = _reshape_target(s, out, d.axis)
+    heads = split_heads(st, node, d, s, out) if j is None else None
+    if heads is not None:
+        return heads
     if j is None:
         st.unsupported_(node.name, "Rule 14", f"reshape {tuple(s)} -> {tuple(out)} splits the "
                         "channel axis (e.g. attention heads or channel shuffle)", HINT_RESHAPE, [d])
         return None
     args = rest_args(node, "shape")
-    if len(args) == len(out) and isinstance(args[j], int) and args[j] != -1 and out[j] > 1:
+    if len(args) == len(out) and isinstance(args[j], int) and args[j] != -1 and out[j] > 1 \
+            and not all(st.frozen.get(st.find(g.space)) for g in d.segs):
         st.unsupported_(node.name, "Rule 14", f"reshape hard-codes the channel count {args[j]}",
                         HINT_RESHAPE, [d])
         return None
@@ -153,11 +160,21 @@ def on_split_like(st, node, _=None):  # Rule 13 (channel split) / Rule 10 (other
     if kind == "unbind" or dim is None:
         dim = _norm_dim(arg(node, 1, "dim", 0), len(s))
     if dim == d.axis:
+        sizes = piece_sizes(st, node, d.length) if kind != "unbind" else []
+        pieces = split_channels(st, node, d, sizes) if len(sizes) == n else None
+        if pieces is not None:
+            return pieces
         st.unsupported_(node.name, "Rule 13", f"{kind} along the channel axis", HINT_FREEZE, [d])
         return TDesc((None,) * n)
     if kind == "unbind":
         return TDesc((Desc(d.axis - (dim < d.axis), d.segs),) * n)
     return TDesc((d,) * n)
+
+
+def _shape_only(st, node) -> bool:
+    """Whether a value only gives shape, dtype and device to ``*_like`` constructors (the
+    per-sample mask of hand-written stochastic depth: ``empty_like(x[:, :1, :1, :1])``)."""
+    return bool(node.users) and all(st.ir.info(u.name).kind in LIKE_NAMES for u in node.users)
 
 
 def on_getitem(st, node):  # Rule 10
@@ -191,6 +208,8 @@ def on_getitem(st, node):  # Rule 10
         if in_dim == d.axis:
             if isinstance(i, slice) and i == slice(None):
                 return Desc(out_dim, d.segs)
+            if _shape_only(st, node):  # Rule 10: x[:, :1] only shapes a new mask
+                return None
             st.unsupported_(node.name, "Rule 10", "indexing selects channels", HINT_FREEZE, [d])
             return None
         out_dim += isinstance(i, slice)
@@ -202,4 +221,5 @@ HANDLERS = dict(HANDLERS_BASE, flatten=on_flatten, reshape=on_reshape, permute=o
                 transpose=on_transpose, unsqueeze=on_unsqueeze, squeeze=on_squeeze,
                 expand=on_expand, expand_as=on_expand, repeat=on_expand, reduce=on_reduce,
                 chunk=on_split_like, split=on_split_like, tensor_split=on_split_like,
-                unbind=on_split_like, getitem=on_getitem)
+                unbind=on_split_like, getitem=on_getitem, matmul=on_matmul, sdpa=on_sdpa,
+                select=on_select, slice=on_slice, t=on_t)

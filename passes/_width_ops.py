@@ -50,7 +50,7 @@ def on_output(st, node):  # Rule 12: model outputs are frozen
     return None
 
 
-def on_conv(st, node):  # Rules 1-3
+def on_conv(st, node):  # Rules 1-3, 3b
     mod = st.ir.module(node.target)
     d = D(st, node.args[0])
     d = d if isinstance(d, Desc) else None
@@ -70,11 +70,28 @@ def on_conv(st, node):  # Rules 1-3
                                       frozen="depthwise conv of a fixed-channel input"),))
         st.uses.append((node.name, "dw", 0, d.segs))
         return d
-    st.unsupported_(node.name, "Rule 13", f"grouped convolution (groups={mod.groups})",
-                    "grouped conv channels are frozen; only groups=1 and depthwise convs are "
-                    "elastic", [d] if d else [])
-    return Desc(1, (st.new_space(mod.out_channels, node.name,
-                                 frozen=f"output of grouped conv {st.ir.label(node.name)}"),))
+    return _grouped_conv(st, node, mod, d)
+
+
+def _grouped_conv(st, node, mod, d):
+    """Rule 3b: a grouped conv keeps its group count G; each group keeps the same number of
+    channels. Its input space becomes G copies of a per-group space (weight dim 1), its output
+    G copies of another (weight dim 0 in G blocks); widths count channels per group."""
+    g, cin, cout = mod.groups, mod.in_channels // mod.groups, mod.out_channels // mod.groups
+    if d is not None and (len(d.segs) != 1 or d.segs[0].inner != 1):
+        st.unsupported_(node.name, "Rule 13", f"grouped convolution (groups={g}) of "
+                        "concatenated channels", "only a grouped conv fed by one layer is "
+                        "elastic (in whole groups' worth)", [d])
+        d = None
+    if d is not None:
+        part = st.new_space(cin, node.name)
+        st.grouped[part.space] = g
+        st.refine_(d.segs[0], (part,) * g, node.name)
+        st.uses.append((node.name, "in", 1, (part,)))
+    out = st.new_space(cout, node.name)
+    st.grouped[out.space] = g
+    st.uses.append((node.name, "out", 0, (out,) * g))
+    return Desc(1, (out,) * g)
 
 
 def on_linear(st, node):  # Rules 1-2
@@ -320,7 +337,17 @@ def on_matmul(st, node):  # Rule 13
     return None
 
 
-HANDLERS_BASE = dict(
+def on_frozen(st, node):  # Rule 21: registered as frozen by the user
+    for d in _tensor_descs(st, node):
+        st.freeze(d, f"{st.ir.label(node.name)} is registered as frozen (compiler.ops)")
+    return None
+
+
+def on_new(st, node):  # Rule 4: a fresh tensor (x.new_empty(shape)): no channel space
+    return None
+
+
+HANDLERS_BASE = dict(frozen=on_frozen, new=on_new,
     placeholder=on_placeholder, get_attr=on_get_attr, output=on_output, conv=on_conv,
     linear=on_linear, batch_norm=on_batch_norm, group_norm=on_group_norm,
     layer_norm=on_layer_norm, layer_norm_fn=on_layer_norm_fn, spatial=on_pass,

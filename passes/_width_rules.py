@@ -15,6 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compiler.ir import IRGraph
+from compiler.ops import (BINARY_NAMES, META_NAMES, NEW_NAMES, PASS_MODULES, PASS_NAMES,
+                          REDUCE_NAMES, SPATIAL_MODULES, behaviour_of)
 from passes.unsupported import Unsupported
 
 
@@ -57,6 +59,11 @@ class State:
         self.unsupported: list[Unsupported] = []
         self.multiple_of: dict[int, int] = {}
         self.derived: dict[str, tuple[Seg, ...]] = {}  # size values derived from channel counts
+        self.refine: list[tuple[int, tuple[Seg, ...], str]] = []  # Rule 18: space -> its parts
+        self.heads: dict[int, int] = {}  # Rule 18: heads space -> head size
+        self.grouped: dict[int, int] = {}  # Rule 3b: per-group space -> conv groups
+        # (node, role, axis, segs): "reshape" output axes, "split" inputs (Rules 14, 19)
+        self.layouts: list[tuple[str, str, int, tuple[Seg, ...]]] = []
 
     def new_space(self, size: int, origin: str, frozen: str | None = None) -> Desc:
         self.parent.append(len(self.parent))
@@ -101,6 +108,11 @@ class State:
         return True
 
 
+    def refine_(self, seg: Seg, parts: tuple[Seg, ...], node: str) -> None:
+        """Rule 18: the channels of `seg`'s space are the concatenation of `parts`."""
+        self.refine.append((seg.space, parts, node))
+
+
 def _segs(d) -> tuple[Seg, ...]:
     return d.segs if isinstance(d, Desc) else ()
 
@@ -110,39 +122,21 @@ def _lcm(a: int, b: int) -> int:
     return a * b // math.gcd(a, b)
 
 
-# ---------------------------------------------------------------- op tables
-_PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
-    nn.LeakyReLU, nn.ELU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.Identity, nn.Dropout,
-    nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Softmax, nn.LogSoftmax,
-    nn.SELU, nn.CELU,
-)
-_SPATIAL_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
-    nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d,
-)
-_PASS_NAMES = {
-    "relu", "relu_", "relu6", "silu", "gelu", "hardswish", "hardsigmoid", "sigmoid", "tanh",
-    "leaky_relu", "elu", "mish", "softplus", "hardtanh", "dropout", "dropout1d", "dropout2d",
-    "alpha_dropout", "contiguous", "clone", "detach", "float", "half", "double", "bfloat16", "to",
-    "type", "type_as", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "erf", "clamp", "clamp_",
-    "clip", "softmax", "log_softmax", "sigmoid_", "hardswish_", "hardsigmoid_", "tanh_", "selu",
-    "celu", "square", "reciprocal", "sign", "round", "floor", "ceil", "requires_grad_",
-    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool2d",
-    "interpolate", "upsample", "pixel_dropout", "silu_", "gelu_", "identity",
-}
-_POW_NAMES = {"pow"}
-_BINARY_NAMES = {
-    "add", "sub", "mul", "truediv", "div", "floordiv", "iadd", "isub", "imul", "itruediv",
-    "add_", "sub_", "mul_", "div_", "maximum", "minimum", "rsub", "radd", "rmul", "true_divide",
-    "multiply", "subtract", "pow",
-}
-_REDUCE_NAMES = {"mean", "sum", "amax", "amin", "max", "min", "prod", "std", "var", "norm", "logsumexp"}
-_META_NAMES = {"size", "dim", "numel", "getattr", "ndimension", "nelement", "_assert", "eq", "ne"}
-_INPLACE = {"add_", "sub_", "mul_", "div_", "relu_", "clamp_", "sigmoid_", "hardswish_", "tanh_"}
+# ---------------------------------------------------------------- op tables (compiler.ops)
+_PASS_MODULES, _SPATIAL_MODULES = PASS_MODULES, SPATIAL_MODULES
+_PASS_NAMES, _BINARY_NAMES, _REDUCE_NAMES, _META_NAMES = PASS_NAMES, BINARY_NAMES, REDUCE_NAMES, \
+    META_NAMES
+_BEHAVIOUR_KIND = {"channel_preserving": "pass", "elementwise": "binary", "frozen": "frozen"}
+_LAYOUT_NAMES = {n: n for n in (
+    "permute", "transpose", "reshape", "flatten", "chunk", "split", "expand", "unsqueeze",
+    "squeeze", "expand_as", "unflatten", "tensor_split", "unbind", "repeat", "matmul")}
+_LAYOUT_NAMES.update(view="reshape", _unsafe_view="reshape", bmm="matmul", split_with_sizes="split")
+# ATen spellings (torch.export front end) of what the fx front end sees as methods or functions.
+_ATEN_NAMES = {"scaled_dot_product_attention": "sdpa", "select": "select", "slice": "slice",
+               "alias": "pass", "_assert_tensor_metadata": "meta", "sym_size": "meta",
+               "cat": "cat", "stack": "stack", "layer_norm": "layer_norm_fn", "t": "t",
+               "linear": "functional_layer", "conv2d": "functional_layer", "addmm": "matmul",
+               "mm": "matmul", "constant_pad_nd": "pad"}
 
 
 def arg(node, index: int, name: str, default=None):
@@ -176,7 +170,7 @@ _FUNC_KIND = {operator.getitem: "getitem", torch.cat: "cat", torch.concat: "cat"
               operator.matmul: "matmul", torch.matmul: "matmul", torch.bmm: "matmul",
               torch.einsum: "matmul", F.linear: "functional_layer", F.conv2d: "functional_layer",
               F.conv1d: "functional_layer", F.batch_norm: "functional_layer",
-              F.group_norm: "functional_layer", F.scaled_dot_product_attention: "matmul",
+              F.group_norm: "functional_layer", F.scaled_dot_product_attention: "sdpa",
               torch.unsqueeze: "unsqueeze", torch.squeeze: "squeeze", torch.where: "where"}
 try:
     _FUNC_KIND[torch.concatenate] = "cat"
@@ -184,10 +178,16 @@ except AttributeError:  # older torch
     pass
 
 
-def classify(node, ir: IRGraph) -> str:
-    """The rule family of an fx node."""
+def classify(node, ir: IRGraph, rules=None) -> str | object:
+    """The rule family of an fx node; a registered behaviour (`compiler.ops`) comes first, and
+    a custom rule is returned as the callable itself."""
     if node.op in ("placeholder", "get_attr", "output"):
         return node.op
+    obj = ir.module(node.target) if node.op == "call_module" else \
+        node.target if node.op == "call_function" else None
+    found = behaviour_of(obj, ir.info(node.name).kind, rules)
+    if found is not None:
+        return _BEHAVIOUR_KIND.get(found, found)
     if node.op == "call_module":
         mod = ir.module(node.target)
         for types, kind in _MODULE_KINDS:
@@ -198,13 +198,15 @@ def classify(node, ir: IRGraph) -> str:
     if kind:
         return kind
     name = ir.info(node.name).kind
-    if node.op == "call_method" and name in ("permute", "transpose", "view", "reshape", "flatten",
-                                             "chunk", "split", "expand", "unsqueeze", "squeeze",
-                                             "expand_as", "unflatten", "tensor_split", "unbind",
-                                             "repeat", "matmul", "bmm"):
-        return {"view": "reshape", "bmm": "matmul"}.get(name, name)
+    aten = isinstance(node.target, torch._ops.OpOverload)
+    if (node.op == "call_method" or aten) and name in _LAYOUT_NAMES:
+        return _LAYOUT_NAMES[name]
+    if aten and name in _ATEN_NAMES:
+        return _ATEN_NAMES[name]
     if name in _META_NAMES:
         return "meta"
+    if name in NEW_NAMES:
+        return "new"
     if name in _BINARY_NAMES:
         return "binary"
     if name in _PASS_NAMES:

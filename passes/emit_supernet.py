@@ -10,7 +10,8 @@ Rules:
      ``_elastic_params.<target>`` holding the same Parameter, called where the get_attr was.
   4. ``F.layer_norm`` with an elastic map reads its ``normalized_shape`` from its input
      (``x.shape[-1:]``) instead of the traced constant.
-  5. Each skippable block of a kept stage is outlined into a sub-GraphModule with one input and
+  5. Each skippable block of a kept stage is outlined into a sub-GraphModule with one input (plus
+     its context inputs, e.g. an attention mask) and
      called through a `SkipBlock` at ``_blocks.<block name>``, so a skipped block is not
      executed at all; its stage becomes a ``depth:<stage>`` dimension with choices
      ``n, n-1, ..., min_active_blocks`` (configurations skip a suffix).
@@ -19,6 +20,10 @@ Rules:
   7. MACs data (``out_spatial``) comes from the IR's shapes at each resolution: no forward pass.
   8. The input module is not modified: the caller passes a copy it owns (`reorder_channels`
      returns one), and this pass rewrites that copy only.
+  9. Each elastic heads group becomes a ``heads:<group>`` dimension (whole heads, head size
+     fixed); a reshape whose output axis carries an elastic group gets ``-1`` at that axis, so
+     head counts and widths are inferred at run time (the traced constant would break); a
+     channel split into equal pieces of one elastic group (fused QKV) becomes a ``chunk``.
 
 Unsupported:
   - A module called at several nodes with different channel maps: ValueError naming it.
@@ -63,18 +68,18 @@ class EmitPlan:
     shapes: dict  # resolution -> {node name: output shape}
 
 
-def _dim(group: str) -> str:
-    return f"width:{group}"
+def _elastic(plan: EmitPlan) -> dict[str, str]:
+    """Rule 1: {elastic group: dimension name} (``width:<group>`` or ``heads:<group>``)."""
+    return {g.name: f"{g.kind}:{g.name}" for g in plan.width_groups.groups
+            if not g.frozen and len(g.choices) > 1 and g.name not in plan.frozen_groups}
 
 
 def _maps(plan: EmitPlan) -> dict[str, dict]:
     """{node: {"in"/"out": channel map, "dim": param dim}} for nodes with an elastic map."""
-    elastic = {g.name for g in plan.width_groups.groups if not g.frozen and len(g.choices) > 1
-               and g.name not in plan.frozen_groups}  # Rule 1
+    elastic = _elastic(plan)
     maps: dict[str, dict] = {}
     for use in plan.width_groups.uses:
-        segs = tuple(Segment(_dim(s.group) if s.group in elastic else None, s.size, s.inner)
-                     for s in use.segments)
+        segs = tuple(Segment(elastic.get(s.group), s.size, s.inner) for s in use.segments)
         if all(s.group is None for s in segs):
             continue
         entry = maps.setdefault(use.node, {"dim": use.dim})
@@ -141,6 +146,38 @@ def _dynamic_layer_norm_shape(graph: fx.Graph, node: fx.Node) -> tuple[str, str]
     return shape.name, dyn.name
 
 
+def _dynamic_reshapes(gm: fx.GraphModule, plan: EmitPlan) -> None:
+    """Rule 9: a reshape whose output axis carries an elastic group infers that size (-1)."""
+    elastic, nodes = _elastic(plan), {n.name: n for n in gm.graph.nodes}
+    for use in plan.width_groups.layouts:
+        node = nodes.get(use.node)
+        if node is None or not any(s.group in elastic for s in use.segments):
+            continue
+        if use.role == "split":
+            _split_as_chunk(node, len(use.segments), use.dim)
+            continue
+        sizes = list(node.args[1]) if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) \
+            else list(node.args[1:])
+        if use.dim >= len(sizes) or sizes[use.dim] == -1:
+            continue
+        if -1 in sizes:
+            raise ValueError(f"{node.name}: reshape {sizes} has an elastic axis {use.dim} and "
+                             "another inferred size; list its module in frozen_modules")
+        sizes[use.dim] = -1
+        node.args = (node.args[0], sizes) if len(node.args) == 2 and \
+            isinstance(node.args[1], (list, tuple)) else (node.args[0], *sizes)
+
+
+def _split_as_chunk(node: fx.Node, n: int, dim: int) -> None:
+    """Rule 9: equal pieces of one elastic group: ``split(x, size)`` becomes ``chunk(x, n)``."""
+    if isinstance(node.target, torch._ops.OpOverload):
+        node.target, node.args, node.kwargs = torch.ops.aten.chunk.default, (node.args[0], n, dim), {}
+    elif node.op == "call_method":
+        node.target, node.args, node.kwargs = "chunk", (node.args[0], n), {"dim": dim}
+    else:
+        node.target, node.args, node.kwargs = torch.chunk, (node.args[0], n), {"dim": dim}
+
+
 def _outline(gm: fx.GraphModule, block, path: str, renamed: dict[str, str]) -> None:
     """Rule 5: move `block`'s nodes into a sub-GraphModule called through a SkipBlock.
 
@@ -155,15 +192,20 @@ def _outline(gm: fx.GraphModule, block, path: str, renamed: dict[str, str]) -> N
     inside = [n for n in gm.graph.nodes if n.name in wanted]
     sub = fx.Graph()
     env = {entry: sub.placeholder("x")}
+    context = [nodes[renamed.get(c, c)] for c in getattr(block, "context", ())]
+    for i, c in enumerate(context):  # Rule 5: side inputs (attention masks) are passed in
+        env[c] = sub.placeholder(f"context_{i}")
     for n in inside:
         env[n] = sub.node_copy(n, lambda a: env[a] if a in env else _rematerialize(sub, a))
     exit_ = nodes[renamed.get(block.exit, block.exit)]
     sub.output(env[exit_])
     gm.add_submodule(path, SkipBlock(fx.GraphModule(gm, sub, class_name="Block")))
     with gm.graph.inserting_after(exit_):
-        call = gm.graph.call_module(path, (entry,))
+        call = gm.graph.call_module(path, (entry, *context))
     exit_.replace_all_uses_with(call)
     call.update_arg(0, entry)
+    for i, c in enumerate(context):
+        call.update_arg(1 + i, c)
     for n in reversed(inside):
         gm.graph.erase_node(n)
     renamed[block.exit] = call.name
@@ -189,9 +231,14 @@ def _mac_layers(gm: fx.GraphModule) -> dict[int, tuple[list[str], bool]]:
         if node.op != "call_module":
             continue
         mod = gm.get_submodule(node.target)
-        if isinstance(mod, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
-            out.setdefault(id(mod), ([], not isinstance(mod, torch.nn.Linear)))[0].append(node.name)
+        for sub in mod.modules():  # Rule 7: layers inside a leaf module (nn.MultiheadAttention's
+            if isinstance(sub, _MACS):  # out_proj) count with the leaf's output positions
+                out.setdefault(id(sub), ([], not isinstance(sub, torch.nn.Linear)))[0] \
+                    .append(node.name)
     return out
+
+
+_MACS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
 def _bindings(gm, plan, elastic_ops, mac_layers, kernel_dims, stage_paths) -> Bindings:
@@ -218,8 +265,9 @@ def _bindings(gm, plan, elastic_ops, mac_layers, kernel_dims, stage_paths) -> Bi
 
 
 def _space(plan: EmitPlan, kernel_dims: dict, stage_paths: dict) -> SearchSpace:
-    dims = [Dimension(_dim(g.name), "width", g.choices) for g in plan.width_groups.groups
-            if not g.frozen and len(g.choices) > 1 and g.name not in plan.frozen_groups]
+    elastic = _elastic(plan)
+    dims = [Dimension(elastic[g.name], g.kind, g.choices) for g in plan.width_groups.groups
+            if g.name in elastic]
     for dim, paths in stage_paths.items():
         low = min(plan.min_active_blocks, len(paths))
         dims.append(Dimension(dim, "depth", tuple(range(len(paths), low - 1, -1))))
@@ -242,6 +290,7 @@ def emit_supernet(gm: fx.GraphModule, plan: EmitPlan, *, meta: dict | None = Non
     kernel_choices = {k.module_path: k.choices for k in plan.kernels.kernels}
     kernel_dims = {id(gm.get_submodule(p)): f"kernel:{p}" for p in kernel_choices}
     renamed: dict = {}
+    _dynamic_reshapes(gm, plan)
     elastic_ops = _wrap_modules(gm, _maps(plan), kernel_choices, renamed)
     if "_blocks" not in gm._modules and plan.stages:
         gm.add_module("_blocks", torch.nn.Module())

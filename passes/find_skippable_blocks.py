@@ -12,8 +12,9 @@ Rules:
      Activations: ReLU, ReLU6, SiLU, GELU, Hardswish, Hardsigmoid, Sigmoid, Tanh, LeakyReLU, ELU,
      Mish (modules, functions, methods).
   2. Side nodes. Nodes with non-tensor values (``size``, ``.shape``, ``dim``, their arithmetic,
-     ``_assert``) and nodes not computed from the inputs (``get_attr``, constants) carry no data
-     flow for Rule 3: ``x.size(0)`` never breaks single-entry/single-exit.
+     ``_assert``), nodes not computed from the inputs (``get_attr``, constants) and nodes computed
+     only from *context inputs* (model inputs whose name contains ``mask``: attention masks)
+     carry no data flow for Rule 3: ``x.size(0)`` never breaks single-entry/single-exit.
   3. Trunk points. Unit outputs (and model inputs) that every path from the inputs to the output
      passes through: the dominators of the output, from a virtual source over the inputs.
   4. Candidates. For each trunk point a, the nearest later trunk point b with a's shape and dtype
@@ -30,6 +31,8 @@ Rules:
      sources are inside or a (``a.size(0)`` used inside; a dead-end side node on a alone belongs to
      the block starting at a). Any other side node read inside (but a ``get_attr``, re-read by the
      emitter), or computed inside (not from b alone) and used outside, breaks the block (recorded).
+     A side *tensor* computed outside (an attention mask, a constant) that body nodes read is a
+     ``context`` input of the block: it is passed in, and skipping the block ignores it.
   8. A body node writing in place into a value from outside the body (the entry, a view of it, a
      buffer) breaks the block (recorded): identity would not equal skipping it.
   9. A leaf module from outside torch.nn returning several outputs is recorded; no block holds it.
@@ -43,7 +46,8 @@ Rules:
      blocks share it, ``prefix[first_child..last_child]``; else ``<entry>..<exit>``. Stages
      likewise from their blocks' names, else ``stage<i>``.
   14. An add/sub of two computed tensors off the trunk (in a parallel branch, or nested in a
-     block's body) is recorded: blocks there are not searched for.
+     block's body) with a parametric op between it and the fork is recorded: blocks there are
+     not searched for.
 
 Unsupported:
   - In-place writes into the entry or any value from outside the body (Rule 8): not a block.
@@ -74,18 +78,15 @@ Example:
 from __future__ import annotations
 
 import bisect
-import functools
-import inspect
 from collections import defaultdict
 from dataclasses import dataclass
 
 import networkx as nx
-import torch.fx as fx
 
-from compiler.ir import IRGraph, NodeInfo
-from passes._block_rules import (_ACTS, _ADDITIVE, _CATS, _INPLACE_FUNCS, _LAYOUT, _MATMULS,
-                                 _MERGES, _NORMS, _PARAM_FUNCS, _VIEWS, _common_prefix, _scope,
-                                 _unique_names)
+from compiler.ir import IRGraph
+from passes._block_check import _check
+from passes._block_rules import (_ACTS, _ADDITIVE, _CATS, _LAYOUT, _MATMULS, _MERGES, _NORMS,
+                                 _PARAM_FUNCS, _common_prefix, _is, _scope, _unique_names)
 from passes.unsupported import Unsupported, raise_if_strict
 
 __all__ = ["BlockConfig", "SkippableBlock", "Stage", "SkippableBlocks", "find_skippable_blocks"]
@@ -110,10 +111,14 @@ class SkippableBlock:
     exit: str
     nodes: tuple[str, ...]
     residual: bool
+    context: tuple[str, ...] = ()  # Rule 7: side tensors computed outside that the body reads
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "entry": self.entry, "exit": self.exit,
-                "nodes": list(self.nodes), "residual": self.residual}
+        d = {"name": self.name, "entry": self.entry, "exit": self.exit,
+             "nodes": list(self.nodes), "residual": self.residual}
+        if self.context:
+            d["context"] = list(self.context)
+        return d
 
 
 @dataclass(frozen=True)
@@ -147,20 +152,21 @@ class _Ctx:
     def __init__(self, ir: IRGraph):
         self.ir, self.order = ir, {n: i for i, n in enumerate(ir.names)}
         self.params = {n for n in ir.names if _is_param(ir, n)}
-        self.tensor = set(ir.placeholders)  # Rule 2: tensors computed from the inputs, and output
+        self.inputs = [p for p in ir.placeholders if "mask" not in p.lower()] or ir.placeholders
+        self.tensor = set(self.inputs)  # Rule 2: tensors computed from the inputs, and output
         for name, info in zip(ir.names, ir):
             if (info.shape is not None or info.tuple_shapes is not None or info.op == "output") \
                     and info.op != "get_attr" and any(i in self.tensor for i in ir.inputs(name)):
                 self.tensor.add(name)
+        self.side_inputs = set(ir.placeholders) - self.tensor  # Rule 2: from context inputs
+        for name in ir.names:
+            if name not in self.tensor and any(i in self.side_inputs for i in ir.inputs(name)):
+                self.side_inputs.add(name)
         self.src: dict[str, frozenset] = {}  # Rule 2: side node -> tensor nodes it comes from
         self.usr: dict[str, frozenset] = {}  # Rule 2: side node -> tensor nodes using it
         self.touch: dict[str, list[str]] = defaultdict(list)
         self.multi_leaves: set[str] = set()
         self.idom, self.trunk, self.seg, self.buckets, self.on_trunk = {}, [], {}, [], set()
-
-
-def _is(info: NodeInfo, kinds: set) -> bool:
-    return info.op in ("call_module", "call_function", "call_method") and info.kind in kinds
 
 
 def _is_param(ir: IRGraph, name: str) -> bool:
@@ -196,7 +202,7 @@ def _build(ir: IRGraph) -> _Ctx:
     """Rules 2-4: dominators, trunk points, and the region of each node."""
     ctx = _Ctx(ir)
     g = nx.DiGraph()
-    g.add_edges_from((_SOURCE, p) for p in ir.placeholders)
+    g.add_edges_from((_SOURCE, p) for p in ctx.inputs)
     g.add_edges_from((i, n) for n in ctx.tensor for i in ir.inputs(n) if i in ctx.tensor)
     ctx.idom = nx.immediate_dominators(g, _SOURCE)
     chain, cur, interior = [], ctx.idom.get(ir.output, _SOURCE), _unit_interior(ctx)
@@ -261,66 +267,6 @@ def _layout_tail(ctx: _Ctx, a: int, b: int, entries: set[int]) -> int:
     return b
 
 
-_signature = functools.lru_cache(maxsize=None)(inspect.signature)
-
-
-def _writes_into(ir: IRGraph, name: str, body: set[str]) -> str | None:
-    """Rule 8: the tensor whose storage this node writes (following views back), if any."""
-    node, kind = ir.fx_node(name), ir.info(name).kind
-    arg = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
-    if arg is None or node.op not in ("call_module", "call_method", "call_function"):
-        return None
-    if node.op == "call_module":
-        hit = getattr(ir.module(node.target), "inplace", False) is True
-    else:
-        hit = kind in _INPLACE_FUNCS or (kind.endswith("_") and not kind.startswith("_")
-                                         and kind != "requires_grad_")
-    if not hit and node.op == "call_function":
-        try:  # F.relu(x, inplace=True), F.relu(x, True)
-            hit = _signature(node.target).bind(*node.args, **node.kwargs) \
-                .arguments.get("inplace") is True
-        except (TypeError, ValueError):
-            pass
-    while hit and arg.name in body and _is(ir.info(arg.name), _VIEWS) and arg.args \
-            and isinstance(arg.args[0], fx.Node):
-        arg = arg.args[0]
-    return arg.name if hit else None
-
-
-def _check(ctx: _Ctx, a: str, b: str, body: set[str]) -> tuple[list[str], Unsupported | None]:
-    """Rules 7-8: the side nodes the block owns, or why it is not a block."""
-    ir, where, ordered = ctx.ir, f"{a}..{b}", sorted(body, key=ctx.order.get)
-    for v in ordered:
-        outside = [i for i in ir.inputs(v) if i in ctx.tensor and i not in body and i != a]
-        outside += [u for u in ir.users(v) if v != b and u in ctx.tensor and u not in body]
-        if outside:
-            return [], _leak(ir, v, f"is linked to {ir.label(outside[0])} outside", where)
-        root = _writes_into(ir, v, body)
-        if root is not None and root not in body:
-            return [], Unsupported(v, "Rule 8", (
-                f"{ir.label(v)} writes in place into {root}, from outside the region {where}: "
-                "skipping the region would not equal identity"),
-                "use the out-of-place op (x = x + y, inplace=False) on the block input")
-    members = []
-    for s in dict.fromkeys(s for v in [a, *ordered] for s in ctx.touch[v]):
-        src, usr = ctx.src[s], ctx.usr[s]
-        if usr <= body and (usr or src) and src <= body | {a} and not (src and src <= {b}):
-            members.append(s)
-        elif usr - body and src & (body - {b}):
-            user = ir.label(min(usr - body, key=ctx.order.get))
-            return [], _leak(ir, s, f"is computed inside and used by {user} outside", where)
-        elif usr & body and ir.info(s).op != "get_attr":
-            return [], _leak(ir, s, "is computed outside and read inside", where)
-    return members, None
-
-
-def _leak(ir: IRGraph, node: str, how: str, where: str) -> Unsupported:
-    return Unsupported(node, "Rule 7", (
-        f"{ir.label(node)} {how} the region {where}: the region has no single entry and exit, "
-        "so it is not a skippable block"),
-        "compute that value inside the block from its input, or move its use into the block")
-
-
 def _reach(ir: IRGraph, start: str, body: set[str], step, skip: set[str]) -> set[str]:
     """Body nodes reached from `start` along `step` (users or inputs) avoiding `skip`."""
     seen, todo = {start}, [start]
@@ -359,7 +305,8 @@ def _unsupported_nodes(ctx: _Ctx) -> list[Unsupported]:
                 "whether it aliases or keeps state is unknown, so no block contains it"),
                 "let capture trace into it (drop it from leaf_modules) or return one tensor"))
         elif v in ctx.idom and _is(info, _ADDITIVE) and v not in ctx.on_trunk \
-                and len({i for i in ctx.ir.inputs(v) if i in ctx.tensor}) >= 2:
+                and len({i for i in ctx.ir.inputs(v) if i in ctx.tensor}) >= 2 \
+                and _param_between(ctx, ctx.idom[v], v):
             out.append(Unsupported(v, "Rule 14", (
                 f"{ctx.ir.label(v)} joins two paths from {ctx.idom[v]} off the trunk (in a "
                 "parallel branch or a block's body): residual blocks there are not searched for"),
@@ -367,13 +314,29 @@ def _unsupported_nodes(ctx: _Ctx) -> list[Unsupported]:
     return out
 
 
-def _stages(ctx: _Ctx, raw: list[tuple[str, str, tuple[str, ...], bool]]) -> tuple[Stage, ...]:
+def _param_between(ctx: _Ctx, fork: str, v: str) -> bool:
+    """Rule 14: a parametric op on a path from `fork` to `v` (else the add is arithmetic, such
+    as GPT-2's ``x + 0.044715 * x ** 3``, and no residual block can hide there)."""
+    seen, todo = {v}, [v]
+    while todo:
+        for i in ctx.ir.inputs(todo.pop()):
+            if i == fork:
+                continue
+            if i in ctx.params:
+                return True
+            if i in ctx.tensor and i not in seen:
+                seen.add(i)
+                todo.append(i)
+    return False
+
+
+def _stages(ctx: _Ctx, raw: list[tuple]) -> tuple[Stage, ...]:
     """Rules 12-13: name the blocks, then chain them into stages."""
-    scopes = [[_scope(ctx.ir, n) for n in nodes] for _, _, nodes, _ in raw]
+    scopes = [[_scope(ctx.ir, n) for n in r[2]] for r in raw]
     prefixes = [_common_prefix(s) for s in scopes]
-    names = _unique_names(prefixes, scopes, [f"{a}..{b}" for a, b, _, _ in raw])
+    names = _unique_names(prefixes, scopes, [f"{r[0]}..{r[1]}" for r in raw])
     chains: list[list[int]] = []
-    for i, (a, _, _, _) in enumerate(raw):
+    for i, (a, *_) in enumerate(raw):
         if chains and raw[chains[-1][-1]][1] == a:
             chains[-1].append(i)
         else:
@@ -397,13 +360,14 @@ def find_skippable_blocks(ir: IRGraph, *, cfg: BlockConfig = BlockConfig()) -> S
         body = {n for k in range(a, b) for n in ctx.buckets[k]}
         if a < last_exit or body & ctx.multi_leaves:  # Rules 5 and 9
             continue
-        members, problem = _check(ctx, ctx.trunk[a], ctx.trunk[b], body)
+        members, context, problem = _check(ctx, ctx.trunk[a], ctx.trunk[b], body)
         residual = problem is None and _residual(ctx, ctx.trunk[a], ctx.trunk[b], body)
         if problem is not None:
             records.append(problem)
         elif residual or not cfg.residual_only:  # Rule 11
             raw.append((ctx.trunk[a], ctx.trunk[b],
-                        tuple(sorted(body | set(members), key=ctx.order.get)), residual))
+                        tuple(sorted(body | set(members), key=ctx.order.get)), residual,
+                        tuple(sorted(context, key=ctx.order.get))))
             last_exit = b
     records = sorted(dict.fromkeys(records), key=lambda u: (ctx.order.get(u.node, -1), u.rule))
     raise_if_strict(cfg.strict, "find_skippable_blocks", records)

@@ -10,8 +10,13 @@ Rules:
   2. Consumers: conv input channels and linear input features (the last axis) read a space; a
      linear over a non-channel axis leaves the channels where they are and is not elastic.
   3. A depthwise conv (groups == in == out channels) unites its input and output spaces.
+  3b. A grouped conv (1 < groups, not depthwise) keeps its group count G and shrinks every group
+      alike: its input space becomes G copies of a per-group space, its output G copies of
+      another (index maps). Such a group (``groups == G``) counts channels *per conv group*; its
+      choices are the totals of Rule 15 that are multiples of G, divided by G.
   4. Channel-preserving ops pass a space through: activations, dropout, pooling, interpolation,
-     pad (not along channels), identity, casts, softmax, scalar arithmetic.
+     pad (not along channels), identity, casts, softmax, scalar arithmetic, and train-time ops:
+     stochastic depth / drop path, ``*_like`` constructors and ``bernoulli_`` of a per-sample mask.
   5. Norms are members of the space they normalise: batch/instance norm on axis 1, layer norm
      over the last axis (modules or F.layer_norm with parameters), group norm with widths kept
      multiples of its channels per group.
@@ -22,7 +27,9 @@ Rules:
      keeps its group and consumers see an index map; concat along another axis unites them.
   8. Flatten of (C, H, W) maps channel i to features [i*H*W, (i+1)*H*W) (``inner`` = H*W).
   9. Permute and transpose move the channel axis; it is tracked.
-  10. Reductions, indexing, (un)squeeze and expand over other axes shift the channel axis.
+  10. Reductions, indexing, (un)squeeze and expand over other axes shift the channel axis;
+      indexing channels only to shape a ``*_like`` mask (``empty_like(x[:, :1, :1, :1])``)
+      gives a fixed one-channel tensor.
   11. Direct parameters (get_attr: class token, position embedding, layer scale) that meet a
       channel space elementwise, by concat or as norm weights become members sliced on that dim.
   12. Model inputs are fixed-channel tensors; the spaces of the model's outputs are frozen.
@@ -40,11 +47,26 @@ Rules:
       size) freezes the spaces it was read from.
   17. A module called at several nodes has one weight: the spaces its calls read (and write)
       are united (calls with different channel layouts are Rule 13).
+  18. Attention heads: a reshape of the last (channel) axis into ``(outer..., heads, head_size)``
+      makes the space ``outer`` copies of a *heads* space of ``heads`` units, each ``head_size``
+      channels wide (segments with ``inner = head_size``; fused QKV has outer = 3). A heads group
+      (``kind == "heads"``) keeps whole heads: choices are head counts, from
+      ``width_multipliers`` (or every count with ``width_step``), at least 1.
+  19. A split/chunk of a plain channel axis into pieces (a fused QKV projection split into q, k
+      and v) makes each piece a space of its own; the producer sees their concatenation.
+  21. Ops registered in `compiler.ops` (globally with ``register_op`` or for one run through
+      ``op_rules``) follow their registered behaviour: channel-preserving, elementwise, frozen
+      (full width, with the reason, no record) or a custom rule.
+  20. Batched matrix products and scaled-dot-product attention unite the spaces their operands
+      carry on one batch axis (the heads axis of q, k and v); a channel on a matrix axis is
+      Rule 13. A space refined two different ways (Rules 18-19) is frozen.
 
 Unsupported (frozen and reported; ``strict=True`` raises one error listing them all):
-  - general grouped convolution (1 < groups, not depthwise);
-  - chunk/split along channels and reshapes that split channels (channel shuffle, attention heads);
-  - matmul/einsum/scaled-dot-product attention over channel-carrying tensors;
+  - a grouped convolution fed by concatenated channels;
+  - chunk/split of concatenated channels and reshapes that split channels other than
+    attention heads off the last axis (channel shuffle);
+  - matmul/einsum over a channel-carrying matrix axis; grouped-query attention (k/v with fewer
+    heads than q);
   - functional conv/linear/batch-norm with graph weights; unknown modules and functions;
   - reductions over the channel axis; operands whose channel layouts differ;
   - a module called at several nodes with different channel layouts.
@@ -63,13 +85,14 @@ import math
 from dataclasses import dataclass, field
 
 from compiler.ir import IRGraph
+from compiler.ops import local_rules
 from passes._width_layout import HANDLERS
 from passes._width_ops import on_unknown
-from passes._width_rules import Desc, State, classify, rest_args
+from passes._width_rules import Desc, Seg, State, classify, rest_args
 from passes.unsupported import Unsupported, raise_if_strict
 
 __all__ = ["GroupingConfig", "Segment", "ChannelUse", "WidthGroup", "WidthGroups",
-           "find_width_groups", "width_choices"]
+           "find_width_groups", "width_choices", "heads_choices"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,8 +104,11 @@ class GroupingConfig:
     width_multipliers: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
     width_divisor: int = 8
     strict: bool = False
+    op_rules: tuple = ()  # ((target, behaviour), ...): see compiler.ops
 
     def __post_init__(self):
+        rules = self.op_rules.items() if isinstance(self.op_rules, dict) else self.op_rules
+        object.__setattr__(self, "op_rules", tuple((k, v) for k, v in rules))
         if self.max_num_widths < 1 or self.min_width < 1 or self.width_divisor < 1:
             raise ValueError("max_num_widths, min_width and width_divisor must be >= 1")
         if self.width_step is not None and self.width_step < 1:
@@ -123,12 +149,20 @@ class WidthGroup:
     frozen: bool
     reasons: tuple[str, ...]
     multiple_of: int = 1
+    kind: str = "width"  # "heads" (Rule 18): size and choices count heads of `head_size` channels
+    head_size: int = 1
+    groups: int = 1  # Rule 3b: size and choices count channels per group of a grouped conv
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "size": self.size, "producers": list(self.producers),
-                "members": [list(m) for m in self.members], "choices": list(self.choices),
-                "frozen": self.frozen, "reasons": list(self.reasons),
-                "multiple_of": self.multiple_of}
+        d = {"name": self.name, "size": self.size, "producers": list(self.producers),
+             "members": [list(m) for m in self.members], "choices": list(self.choices),
+             "frozen": self.frozen, "reasons": list(self.reasons),
+             "multiple_of": self.multiple_of}
+        if self.kind != "width":
+            d.update(kind=self.kind, head_size=self.head_size)
+        if self.groups != 1:
+            d.update(groups=self.groups)
+        return d
 
 
 @dataclass(frozen=True)
@@ -137,6 +171,7 @@ class WidthGroups:
     uses: tuple[ChannelUse, ...]
     unsupported: tuple[Unsupported, ...]
     config: GroupingConfig = field(default_factory=GroupingConfig)
+    layouts: tuple[ChannelUse, ...] = ()  # reshapes: where their output carries channels
 
     @property
     def elastic(self) -> tuple[WidthGroup, ...]:
@@ -188,17 +223,29 @@ def width_choices(size: int, cfg: GroupingConfig, multiple_of: int = 1) -> tuple
     return tuple(sorted(out, reverse=True)[:cfg.max_num_widths])
 
 
+def heads_choices(heads: int, cfg: GroupingConfig) -> tuple[int, ...]:
+    """Rule 18: descending head counts for a heads group."""
+    raw = range(heads, 0, -cfg.width_step) if cfg.width_step is not None else \
+        (max(1, int(heads * m + 0.5)) for m in cfg.width_multipliers)
+    return tuple(sorted({heads, *raw}, reverse=True)[:cfg.max_num_widths])
+
+
 def find_width_groups(ir: IRGraph, *, cfg: GroupingConfig = GroupingConfig()) -> WidthGroups:
     """Union the channel spaces of `ir` into width groups (rules in the module docstring)."""
     st = State(ir)
+    rules = local_rules(cfg.op_rules) if cfg.op_rules else None
     for name in ir.names:
         node = ir.fx_node(name)
-        kind = classify(node, ir)
-        st.desc[name] = HANDLERS.get(kind, on_unknown)(st, node)
+        kind = classify(node, ir, rules)
+        handler = kind if callable(kind) else HANDLERS.get(kind, on_unknown)  # compiler.ops
+        st.desc[name] = handler(st, node)
+        if kind == "reshape" and isinstance(st.desc[name], Desc):
+            st.layouts.append((name, "reshape", st.desc[name].axis, st.desc[name].segs))
         _check_size_reads(st, node, kind)
     _unite_shared_modules(st)
-    raise_if_strict(cfg.strict, "find_width_groups", st.unsupported)
-    return _assemble(st, cfg)
+    result = _assemble(st, cfg)
+    raise_if_strict(cfg.strict, "find_width_groups", result.unsupported)
+    return result
 
 
 def _unite_shared_modules(st: State) -> None:
@@ -243,8 +290,56 @@ def _shape_position(node, a) -> int | None:
     return next((i for i, v in enumerate(rest_args(node, "shape")) if v is a), None)
 
 
+def _resolve_refinements(st: State) -> dict[int, tuple]:
+    """Rules 18-20: {root: parts} once every union is known; two different refinements of one
+    space freeze it, equal ones unite their parts."""
+    found: dict[int, tuple] = {}
+    for space, parts, node in st.refine:
+        r = st.find(space)
+        if r not in found:
+            found[r] = parts
+        elif not st.unite_segs(Desc(0, found[r]), Desc(0, parts)):
+            st.freeze(Desc(0, (Seg(r, st.size[r]),) + found[r] + parts),
+                      f"its channels are split two different ways (at {st.ir.label(node)})")
+    refined = {st.find(r): parts for r, parts in found.items()}
+    for r, parts in refined.items():  # a frozen space freezes its parts
+        if st.frozen.get(st.find(r)):
+            st.freeze(Desc(0, parts), st.frozen[st.find(r)][0])
+    return refined
+
+
+def _check_splits(st: State) -> None:
+    """Rule 19: a channel split is elastic when its pieces are one group of one size."""
+    for node, role, _, segs in st.layouts:
+        if role == "split" and (len({st.find(s.space) for s in segs}) != 1
+                                or len({(s.size, s.inner) for s in segs}) != 1):
+            st.unsupported_(node, "Rule 19", "a channel split whose pieces keep different "
+                            "widths", "only equal pieces that shrink together (q, k, v of one "
+                            "attention) are elastic", [Desc(0, segs)])
+
+
+def _expand(st: State, refined: dict, segs) -> tuple:
+    out = []
+    for seg in segs:
+        parts = refined.get(st.find(seg.space))
+        if parts is None:
+            out.append(seg)
+        else:
+            out += _expand(st, refined, [Seg(p.space, p.size, p.inner * seg.inner) for p in parts])
+    return tuple(out)
+
+
 def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:
     order = {n: i for i, n in enumerate(st.ir.names)}
+    refined = _resolve_refinements(st)
+    st.uses = [(n, role, dim, _expand(st, refined, segs)) for n, role, dim, segs in st.uses]
+    st.layouts = [(n, role, axis, _expand(st, refined, segs)) for n, role, axis, segs in st.layouts]
+    _check_splits(st)
+    heads, grouped = {}, {}
+    for space, size in st.heads.items():
+        heads.setdefault(st.find(space), set()).add(size)
+    for space, g in st.grouped.items():
+        grouped.setdefault(st.find(space), set()).add(g)
     by_root: dict[int, list] = {}
     for node, role, dim, segs in st.uses:
         offset = 0
@@ -254,15 +349,33 @@ def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:
     names = {r: _group_name(st, r, m) for r, m in by_root.items()}
     groups = []
     for r, members in sorted(by_root.items(), key=lambda kv: min(order[m[0]] for m in kv[1])):
+        if len(heads.get(r, ())) > 1:
+            st.freeze(Desc(0, (Seg(r, st.size[r]),)), "heads of different sizes meet")
         reasons = tuple(dict.fromkeys(st.frozen.get(r, ())))
         mult = st.multiple_of.get(r, 1)
-        choices = (st.size[r],) if reasons else width_choices(st.size[r], cfg, mult)
+        if len(grouped.get(r, ())) > 1:
+            st.freeze(Desc(0, (Seg(r, st.size[r]),)), "grouped convs of different group counts")
+            reasons = tuple(dict.fromkeys(st.frozen.get(r, ())))
+        if r in heads:  # Rule 18
+            choices = (st.size[r],) if reasons else heads_choices(st.size[r], cfg)
+            extra = dict(kind="heads", head_size=min(heads[r]))
+        elif r in grouped:  # Rule 3b
+            g = min(grouped[r])
+            choices = (st.size[r],) if reasons else tuple(
+                w // g for w in width_choices(st.size[r] * g, cfg, math.lcm(mult, g)))
+            extra = dict(groups=g)
+        else:
+            choices = (st.size[r],) if reasons else width_choices(st.size[r], cfg, mult)
+            extra = {}
         members = sorted(set(members), key=lambda m: (order[m[0]], m[1], m[2]))
         producers = tuple(m[0] for m in members if m[1] == "out")
         groups.append(WidthGroup(names[r], st.size[r], producers, tuple(members), choices,
-                                 bool(reasons), reasons, mult))
+                                 bool(reasons), reasons, mult, **extra))
     uses = tuple(_use(st, names, u) for u in st.uses)
-    return WidthGroups(tuple(groups), uses, tuple(st.unsupported), cfg)
+    layouts = tuple(ChannelUse(n, role, axis, tuple(
+        Segment(names.get(st.find(s.space), ""), s.size, s.inner) for s in segs))
+        for n, role, axis, segs in st.layouts)
+    return WidthGroups(tuple(groups), uses, tuple(st.unsupported), cfg, layouts)
 
 
 def _use(st, names, u) -> ChannelUse:

@@ -39,10 +39,7 @@ def _axis_length(ir: IRGraph, node: str, role: str, dim: int) -> int | None:
     weight = getattr(ir.module(info.module_path), "weight", None)
     if not isinstance(weight, torch.Tensor):
         return None
-    if role == "in":
-        groups = getattr(ir.module(info.module_path), "groups", 1)
-        return weight.shape[1] * groups
-    return weight.shape[0]
+    return weight.shape[1] if role == "in" else weight.shape[0]  # a grouped conv: one group
 
 
 def _width_groups(ir: IRGraph, wg: WidthGroups, problems: list[str]) -> None:

@@ -9,6 +9,7 @@ Rules:
      (weight, bias, running mean and variance), direct parameters (their dim), and, behind a
      concat or flatten, only this group's segment of the member's axis (block-wise for flatten).
   4. Frozen groups and groups with one width choice are left in their order.
+  6. A heads group is permuted in whole heads: its segments have ``inner = head_size``.
   5. The input module is not modified: the result is a deep copy whose maximal sub-network
      computes the same outputs (up to float rounding of reordered sums).
 
@@ -56,16 +57,22 @@ def _tensors(gm: fx.GraphModule, node: fx.Node, use: ChannelUse) -> list[tuple[t
 
 
 def channel_importance(gm: fx.GraphModule, wg: WidthGroups) -> dict[str, torch.Tensor]:
-    """Rule 1: per elastic group, the summed L1 norm of its producers' filters."""
+    """Rule 1: per elastic group, the summed L1 norm of its producers' filters; a unit of
+    ``inner`` rows (a head of a heads group, Rule 6) scores the sum of its rows, and a producer
+    made of several segments (fused QKV) scores each segment of the group."""
     nodes = {n.name: n for n in gm.graph.nodes}
     out: dict[str, torch.Tensor] = {}
     for use in wg.uses:
-        if use.role != "out" or len(use.segments) != 1:
+        if use.role != "out":
             continue
-        group = use.segments[0].group
         w = gm.get_submodule(nodes[use.node].target).weight.detach()
-        score = w.abs().reshape(w.shape[0], -1).sum(1).double()
-        out[group] = out[group] + score if group in out else score
+        rows = w.abs().reshape(w.shape[0], -1).sum(1).double()
+        offset = 0
+        for seg in use.segments:
+            n = seg.size * seg.inner
+            score = rows[offset:offset + n].reshape(seg.size, seg.inner).sum(1)
+            offset += n
+            out[seg.group] = out[seg.group] + score if seg.group in out else score
     return out
 
 

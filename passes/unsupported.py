@@ -2,7 +2,8 @@
 
 A pass that meets something it does not understand never skips it silently: it freezes what the
 thing touches (full width, never skipped) and records ``Unsupported(node, rule, reason, hint)``.
-With ``strict=True`` the pass raises one `UnsupportedError` listing every record instead.
+With ``strict=True`` the pass raises one `UnsupportedError` listing every record instead; the
+pipeline runs every pass first and raises once, each record naming its pass.
 
 Example:
     >>> u = Unsupported("view_3", "Rule 12", "reshape splits the channel axis", "freeze it")
@@ -36,9 +37,12 @@ class Unsupported:
 class UnsupportedError(ValueError):
     """Raised by a pass run with ``strict=True`` when anything is unsupported."""
 
-    def __init__(self, pass_name: str, records: Iterable[Unsupported]):
+    def __init__(self, pass_name: str, records: Iterable[Unsupported],
+                 passes: Iterable[str] | None = None):
         self.records = tuple(records)
-        lines = "\n".join(f"  - {r}" for r in self.records)
+        self.passes = tuple(passes) if passes is not None else (pass_name,) * len(self.records)
+        lines = "\n".join(f"  - {p}: {r}" if passes is not None else f"  - {r}"
+                          for p, r in zip(self.passes, self.records))
         super().__init__(
             f"{pass_name} (strict=True) found {len(self.records)} unsupported construct(s):\n"
             f"{lines}\nRun without strict=True to freeze them at full width and continue.")

@@ -75,3 +75,35 @@ def test_graph_module_input_is_copied_not_modified():
     code = gm.code
     ir = capture(gm, torch.zeros(1, 4))
     assert ir.gm is not gm and gm.code == code
+
+
+class ShapeBranch(nn.Module):
+    """Python control flow on a shape: torch.fx cannot trace it, torch.export can."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x))
+        if y.shape[-1] > 4:
+            y = torch.nn.functional.max_pool2d(y, 2)
+        return self.b(y)
+
+
+def test_fx_rejects_export_accepts_and_the_model_compiles():
+    from compiler.pipeline import compile_supernet
+
+    m, x = ShapeBranch().eval(), torch.randn(2, 3, 8, 8)
+    with pytest.raises(CaptureError, match="torch.fx could not trace"):
+        capture(m, x, frontend="fx")
+    with pytest.warns(UserWarning, match="falling back to torch.export"):
+        ir = capture(m, x)
+    assert ir.frontend == "export" and ir.info("a").kind == "Conv2d"
+    net = compile_supernet(m, x, {"frontend": "export"}).eval()
+    assert net.space.names == ("width:a",)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), m(x), rtol=1e-5, atol=1e-5)
+        sub = net.extract(net.min_config())
+        with net.activate(net.min_config()):
+            torch.testing.assert_close(sub(x), net(x), rtol=1e-5, atol=1e-5)

@@ -67,11 +67,18 @@ def test_depthwise_conv_uses_one_selection_and_active_groups():
     assert_close(extracted(x), expected, rtol=0, atol=0)
 
 
-def test_grouped_conv_channels_are_frozen():
-    op = ElasticConv(nn.Conv2d(8, 8, 3, groups=2))
-    op.out_sel = 4
-    with pytest.raises(ValueError, match="groups=2.*frozen"):
-        op(torch.randn(1, 8, 5, 5))
+def test_grouped_conv_keeps_its_groups_and_shrinks_each_alike():
+    conv = nn.Conv2d(8, 6, 3, groups=2)
+    op = ElasticConv(conv)
+    op.in_sel = 2  # 2 of the 4 input channels of each group (weight dim 1)
+    op.out_sel = torch.tensor([0, 1, 3, 4])  # 2 of the 3 output channels of each group
+    x = torch.randn(1, 8, 5, 5)
+    xa = x[:, [0, 1, 4, 5]]
+    ref = F.conv2d(xa, conv.weight[[0, 1, 3, 4]][:, :2], conv.bias[[0, 1, 3, 4]], groups=2)
+    torch.testing.assert_close(op(xa), ref)
+    sub = op.extract()
+    assert (sub.in_channels, sub.out_channels, sub.groups) == (4, 4, 2)
+    torch.testing.assert_close(sub(xa), ref)
 
 
 @pytest.mark.parametrize("dilation", [1, 2])

@@ -185,7 +185,7 @@ def test_bindings_problems_are_reported_together():
     message = str(info.value)
     assert "'0'.out_sel: map covers 6 features, the op has 8" in message
     assert "'nope': no such module" in message
-    assert "grouped conv channels are frozen" in message
+    assert "'1'.in_sel: map covers 8 features, the op has 4" in message  # one group's inputs
     assert "dimension 'k' (kernel, choices (3, 1)) drives nothing" in message
     assert "'1': out_spatial lacks resolutions [None]" in message
 

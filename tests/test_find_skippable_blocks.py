@@ -130,11 +130,13 @@ def test_rule_13_shared_prefixes_name_the_children():
 
 
 class Encoder(nn.Module):
-    """Pre-norm transformer block: two residual sub-blocks in one module."""
+    """Pre-norm transformer block: two residual sub-blocks in one module. Attention dropout keeps
+    nn.MultiheadAttention a leaf module (capture writes out only dropout-free self-attention)."""
 
     def __init__(self, d=8):
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(d), nn.MultiheadAttention(d, 2, batch_first=True)
+        self.norm1 = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, 2, batch_first=True, dropout=0.1)
         self.norm2 = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
 

@@ -220,6 +220,19 @@ def test_rule_15_width_choices():
 
 
 # ----------------------------------------------------------------- Unsupported (Rule 13/14)
+class GroupedOfConcat(nn.Module):
+    """A grouped conv fed by a concat: its groups would straddle the concat's parts."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.g = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.g(torch.cat([self.a(x), self.b(x)], 1)))
+
+
 class Grouped(nn.Module):
     def __init__(self):
         super().__init__()
@@ -253,6 +266,21 @@ class Split(nn.Module):
     def forward(self, x):
         l, r = self.a(x).chunk(2, dim=1)
         return self.head(l * r)
+
+
+class SplitApart(nn.Module):
+    """Rule 19: the two halves of a channel split feed different layers, so they keep
+    different widths: not elastic (a split is emitted as an equal chunk)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.h1 = nn.Conv2d(4, 2, 1)
+        self.h2 = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        l, r = self.a(x).chunk(2, dim=1)
+        return self.h1(l) + self.h2(r)
 
 
 class Attention(nn.Module):
@@ -290,10 +318,9 @@ class HardCoded(nn.Module):
 
 
 @pytest.mark.parametrize("model, shape, node, rule, frozen_group", [
-    (Grouped(), (1, 3, 4, 4), "g", "Rule 13", "a"),
+    (GroupedOfConcat(), (1, 3, 4, 4), "g", "Rule 13", "a"),
     (Shuffle(), (1, 3, 4, 4), "view", "Rule 14", "a"),
-    (Split(), (1, 3, 4, 4), "chunk", "Rule 13", "a"),
-    (Attention(), (1, 4, 8), "reshape", "Rule 14", "qkv"),
+    (SplitApart(), (1, 3, 4, 4), "chunk", "Rule 19", "a"),
     (Unknown(), (1, 3, 4, 4), "up", "Rule 13", "a"),
     (HardCoded(), (1, 3, 4, 4), "view", "Rule 14", "a"),
 ])
@@ -307,14 +334,26 @@ def test_unsupported_is_frozen_and_reported(model, shape, node, rule, frozen_gro
         groups_of(model, *shape, strict=True)
 
 
-def test_attention_heads_freeze_qkv_but_not_unrelated_groups():
+def test_rule_18_fused_qkv_heads_are_one_heads_group():
     wg, g = groups_of(Attention(), 1, 4, 8)
-    assert g["qkv"].frozen
-    assert any(u.node in ("matmul", "reshape") for u in wg.unsupported)
+    assert (g["qkv"].kind, g["qkv"].size, g["qkv"].head_size, g["qkv"].choices) == \
+        ("heads", 2, 4, (2, 1))
+    (qkv_out,) = [u for u in wg.uses if u.node == "qkv" and u.role == "out"]
+    assert [(s.group, s.size, s.inner) for s in qkv_out.segments] == [("qkv", 2, 4)] * 3
+    (proj_in,) = [u for u in wg.uses if u.node == "proj" and u.role == "in"]
+    assert [(s.group, s.size, s.inner) for s in proj_in.segments] == [("qkv", 2, 4)]
+    assert not wg.unsupported
+
+
+def test_rule_19_split_halves_that_meet_shrink_together():
+    wg, g = groups_of(Split(), 1, 3, 4, 4)
+    (a_out,) = [u for u in wg.uses if u.node == "a" and u.role == "out"]
+    assert [(s.size, s.inner) for s in a_out.segments] == [(4, 1), (4, 1)]
+    assert len({s.group for s in a_out.segments}) == 1 and not wg.unsupported
 
 
 def test_why_explains_frozen_node():
-    wg, _ = groups_of(Grouped(), 1, 3, 4, 4)
+    wg, _ = groups_of(GroupedOfConcat(), 1, 3, 4, 4)
     text = "\n".join(wg.why("g"))
     assert "grouped convolution" in text
 
@@ -377,7 +416,9 @@ def test_rule_16_own_reshape_keeps_group_elastic():
 def test_vit_attention_couples_embedding_width_through_shape_reads():
     from bench.models import vit
     wg, g = groups_of(vit(num_classes=10, image_size=32, patch_size=8), 2, 3, 32, 32)
-    assert {x.name for x in wg.elastic} == {f"blocks.{i}.mlp.fc1" for i in range(4)}
+    assert {x.name for x in wg.elastic} == {f"blocks.{i}.{m}" for i in range(4)
+                                            for m in ("mlp.fc1", "attn.qkv")}
+    assert {x.kind for x in wg.elastic if x.name.endswith("qkv")} == {"heads"}
     trunk = g["patch_embed"] if "patch_embed" in g else wg.groups[0]
     assert trunk.frozen
 
@@ -396,3 +437,16 @@ def test_rule_17_module_called_twice_unites_its_spaces():
 
     wg, g = groups_of(Twice(), 1, 3, 4, 4)
     assert g["shared"].producers == ("shared", "shared_1") and not g["shared"].frozen
+
+
+def test_rule_3b_grouped_conv_shrinks_every_group_alike():
+    wg, g = groups_of(Grouped(), 1, 3, 4, 4, min_width=2, width_divisor=2)
+    assert (g["a"].size, g["a"].groups, g["a"].choices) == (4, 2, (4, 3, 2, 1))
+    assert (g["g"].size, g["g"].groups, g["g"].choices) == (4, 2, (4, 3, 2, 1))
+    (a_out,) = [u for u in wg.uses if u.node == "a" and u.role == "out"]
+    assert [(s.group, s.size) for s in a_out.segments] == [("a", 4), ("a", 4)]
+    (g_in,) = [u for u in wg.uses if u.node == "g" and u.role == "in"]
+    assert [(s.group, s.size) for s in g_in.segments] == [("a", 4)]  # weight dim 1: per group
+    (g_out,) = [u for u in wg.uses if u.node == "g" and u.role == "out"]
+    assert [(s.group, s.size) for s in g_out.segments] == [("g", 4), ("g", 4)]
+    assert not wg.unsupported

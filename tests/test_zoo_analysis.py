@@ -104,12 +104,28 @@ def test_concat_models_use_index_maps(name):
     assert not a.unsupported
 
 
-@pytest.mark.parametrize("name, reason", [("shufflenet_v2", "splits the channel axis"),
-                                          ("vit", "splits the channel axis"),
-                                          ("resnext", "grouped convolution")])
+@pytest.mark.parametrize("name, reason", [("shufflenet_v2", "splits the channel axis")])
 def test_unsupported_parts_are_frozen_and_reported(name, reason):
     a = analyze(model(name), torch.zeros(ZOO_INPUT_SHAPES[name]))
     assert any(reason in u.reason for u in a.unsupported)
     assert len(a.width_groups.elastic) > 0
     frozen = [g for g in a.width_groups.groups if g.frozen]
     assert any(any("unsupported" in r for r in g.reasons) for g in frozen)
+
+
+def test_vit_attention_has_elastic_heads():
+    a = analyze(model("vit"), torch.zeros(ZOO_INPUT_SHAPES["vit"]))
+    heads = [g for g in a.width_groups.groups if g.kind == "heads"]
+    assert [(g.name, g.size, g.head_size, g.choices) for g in heads] == [
+        (f"blocks.{i}.attn.qkv", 3, 64, (3, 2, 1)) for i in range(4)]
+    assert not a.unsupported
+
+
+def test_resnext50_grouped_convs_are_elastic_in_every_group():
+    a = analyze(ZOO["resnext"](num_classes=1000).eval(), torch.zeros(1, 3, 64, 64))
+    wg = a.width_groups
+    assert len(wg.elastic) == 37 and not a.unsupported  # all but the classifier output
+    grouped = [g for g in wg.elastic if g.groups > 1]
+    assert len(grouped) == 32 and {g.groups for g in grouped} == {32}
+    first = wg.group("layer1.0.conv1")
+    assert (first.size, first.choices) == (4, (4, 3, 2, 1))  # channels per group of 32

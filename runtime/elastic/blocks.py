@@ -3,10 +3,11 @@
 Rules:
   1. ``SkipBlock(block)`` holds the block as ``self.block`` (state_dict keys
      ``<path>.block.<...>``) and a plain bool ``self.active`` (True at construction).
-  2. ``forward(x)`` is ``self.block(x)`` when active and ``x`` itself otherwise: a skipped block is
-     not executed at all, so it costs nothing and its parameters receive no gradient.
-  3. The block takes exactly one input and returns one output of the same shape (that is what
-     makes it skippable; the analysis guarantees it, nothing here checks it).
+  2. ``forward(x, *context)`` is ``self.block(x, *context)`` when active and ``x`` itself
+     otherwise: a skipped block is not executed at all, so it costs nothing and its parameters
+     receive no gradient. ``context`` are read-only side inputs (an attention mask).
+  3. The block takes one data input (plus its context) and returns one output of the same shape
+     as ``x`` (that is what makes it skippable; the analysis guarantees it, nothing here checks it).
 
 Example:
     >>> import torch
@@ -32,9 +33,9 @@ class SkipBlock(nn.Module):
         self.block = block
         self.active = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.active:
-            return self._modules["block"](x)  # self.block without nn.Module.__getattr__ (hot path)
+    def forward(self, x: torch.Tensor, *context) -> torch.Tensor:
+        if self.active:  # self.block without nn.Module.__getattr__ (hot path)
+            return self._modules["block"](x, *context)
         return x  # Rule 2
 
     def extra_repr(self) -> str:

@@ -10,8 +10,9 @@ Rules:
      selections are ``narrow`` views (no copy), so gradients of inactive channels are zero.
   3. A depthwise conv (``groups == in_channels == out_channels``) slices both weight and bias by
      one selection (``out_sel``, else ``in_sel``) and runs with ``groups`` = active channels.
-  4. Any other grouped conv has frozen channels: setting ``in_sel``/``out_sel`` raises
-     ValueError at forward/extract. Its kernel may still be elastic.
+  4. Any other grouped conv keeps its group count G: ``in_sel`` selects weight dim 1 (the input
+     channels of every group alike) and ``out_sel`` weight dim 0 (an index over the G output
+     blocks); the input must carry G times the active per-group channels.
   5. Elastic kernel (Once-for-All): ``kernel_choices`` (descending, odd, the first equal to the
      module's kernel) create one learnable matrix per step ``k -> k-2`` down to the smallest
      choice, ``kernel_transforms["{k}to{k-2}"]`` of shape ``((k-2)^d, (k-2)^d)``, shared across
@@ -110,9 +111,6 @@ class ElasticConv(ElasticOp):
             weight, bias = take(weight, 0, sel), take(bias, 0, sel) if bias is not None else None
             groups = weight.shape[0]
         else:
-            if m.groups != 1 and (self.in_sel is not None or self.out_sel is not None):  # Rule 4
-                raise ValueError(f"{m} (groups={m.groups}): grouped conv channels are frozen; "
-                                 "in_sel/out_sel must stay None. Hint: bind no width group to it.")
             weight = take(take(weight, 0, self.out_sel), 1, self.in_sel)  # Rule 2
             bias = take(bias, 0, self.out_sel) if bias is not None else None
             groups = m.groups

@@ -137,6 +137,7 @@ class CostModel:
                  kernel_dims: Mapping[str, str], spatial: Mapping[str, Mapping]):
         self.mac_terms: list[Term] = []
         self.param_terms: list[Term] = []
+        self._seen: set[int] = set()  # a tied parameter (GPT-2's lm_head and wte) counts once
         for item in items:
             sels = selectors.get(item.path, {})
             kdim = kernel_dims.get(item.path)
@@ -148,11 +149,14 @@ class CostModel:
     def _params(self, item: Item, sels: Mapping[str, Selector], kdim: str | None) -> Iterator[Term]:
         obj, chain = item.obj, item.chain
         if item.kind == "attr":
-            if isinstance(obj, nn.Parameter):
+            if isinstance(obj, nn.Parameter) and id(obj) not in self._seen:
+                self._seen.add(id(obj))
                 yield Term(obj.numel(), (), None, 0, chain, None)
         elif item.kind == "plain":
             for p in obj.parameters(recurse=False):
-                yield Term(p.numel(), (), None, 0, chain, None)
+                if id(p) not in self._seen:
+                    self._seen.add(id(p))
+                    yield Term(p.numel(), (), None, 0, chain, None)
         elif isinstance(obj, ElasticParameter):
             if isinstance(obj.param, nn.Parameter):
                 sel = sels.get("sel")

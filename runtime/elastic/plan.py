@@ -8,7 +8,7 @@ Rules:
      maximal config leaves every selection None, Invariant 1).
   3. Conv/linear maps drive ``in_sel``/``out_sel``; single-axis ops (norms, ElasticParameter)
      take ``out_map`` (or ``in_map``; both must then be equal) into ``sel``. A grouped,
-     non-depthwise conv takes no map.
+     non-depthwise conv's ``in_map`` covers one group's input channels (weight dim 1).
   4. Identical maps share one Selector, so ``activate`` computes each selection once.
   5. Kernel paths must be ElasticConvs whose ``kernel_choices`` include the dimension's choices,
      with the same maximum; depth blocks must be SkipBlocks, the depth maximum equal to the
@@ -75,11 +75,7 @@ def _axes(op: ElasticOp, ob: OpBinding, problems: list[str]) -> list[tuple[str, 
     if isinstance(op, (ElasticConv, ElasticLinear)):
         m = op.module
         if isinstance(op, ElasticConv):
-            sizes = (m.in_channels, m.out_channels)
-            if m.groups != 1 and not op.depthwise and (ob.in_map or ob.out_map):
-                problems.append(f"{ob.path!r} (groups={m.groups}): grouped conv channels are frozen; "
-                                "give it no in_map/out_map")
-                return []
+            sizes = (m.in_channels // (1 if op.depthwise else m.groups), m.out_channels)
             if op.depthwise and None not in (ob.in_map, ob.out_map) and ob.in_map != ob.out_map:
                 problems.append(f"{ob.path!r}: a depthwise conv has one channel axis; "
                                 "in_map and out_map differ")
@@ -105,8 +101,9 @@ def _check_map(where: str, cmap: ChannelMap, full: int, space: SearchSpace, prob
     for seg in cmap:
         if seg.group is None:
             continue
-        if seg.group not in space or space[seg.group].kind != "width":
-            problems.append(f"{where}: group {seg.group!r} is not a width dimension of the space")
+        if seg.group not in space or space[seg.group].kind not in ("width", "heads"):
+            problems.append(f"{where}: group {seg.group!r} is not a width or heads dimension "
+                            "of the space")
         elif space[seg.group].max != seg.size:
             problems.append(f"{where}: segment of {seg.size} channels but dimension "
                             f"{space[seg.group].describe()} has maximum {space[seg.group].max}")

@@ -1,7 +1,8 @@
 """`SearchSpace`: named dimensions with ordered choices, and `SubnetConfig`s drawn from it.
 
 Rules:
-  1. A `Dimension` has a name, a kind (width | depth | kernel | resolution) and its choices as
+  1. A `Dimension` has a name, a kind (width | depth | kernel | resolution | heads: attention
+     heads kept, each of a fixed size, so a heads dimension is a width counted in heads) and its choices as
      distinct ints ordered from the maximal value to the minimal one (strictly descending).
      Widths, kernels and resolutions are >= 1; kernels are odd; a depth (the number of active
      blocks of a stage, which keeps a prefix of its chain) is >= 0.
@@ -51,7 +52,7 @@ import numpy as np
 
 __all__ = ["Dimension", "SearchSpace", "SubnetConfig", "KINDS"]
 
-KINDS = ("width", "depth", "kernel", "resolution")
+KINDS = ("width", "depth", "kernel", "resolution", "heads")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Dimension:
     """One searchable dimension (Rule 1)."""
 
     name: str
-    kind: Literal["width", "depth", "kernel", "resolution"]
+    kind: Literal["width", "depth", "kernel", "resolution", "heads"]
     choices: tuple[int, ...]
     active_when: tuple[str, int] | None = None
 
