@@ -60,7 +60,7 @@ def test_crafted_file_is_refused_without_running_code(tmp_path, monkeypatch):
 def test_crafted_data_naming_a_dangerous_function_is_refused(tmp_path):
     net = _net("resnet20_cifar")
     data = module_to_data(net.graph_module)
-    node = next(e for e in data["graph"] if e["op"] == "call_function")
+    node = next(e for e in data["graph"]["nodes"] if e["op"] == "call_function")
     node["target"] = {"fn": "os:system"}
     with pytest.raises(NotSerializableError, match="os:system"):
         module_from_data(data)

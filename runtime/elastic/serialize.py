@@ -13,8 +13,9 @@ Rules:
      A module object met a second time is stored as ``{"ref": path}`` and a parameter shared by
      two modules stays one parameter, so sharing survives a round trip.
   2. An fx GraphModule also stores its graph as data: one entry per node (name, op, target,
-     args, kwargs); graph values inside arguments are ``{"node": name}``. Only the default fx
-     code generator is supported.
+     args, kwargs); graph values inside arguments are ``{"node": name}``. The default fx code
+     generator and torch.export's pytree one (its input/output structure as pytree's JSON) are
+     supported.
   3. Allowed classes: ``nn.Module`` subclasses defined under ``torch.nn``, ``torch.fx`` or
      ``runtime.elastic``, plus whatever `register_safe` was given. Allowed functions (fx
      ``call_function`` targets): those of ``torch`` (including ``torch.ops`` overloads),
@@ -40,6 +41,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.utils._pytree as pytree
 from torch import nn
 
 __all__ = ["NotSerializableError", "module_to_data", "module_from_data", "register_safe"]
@@ -118,6 +120,8 @@ def _encode(value: Any, where: str) -> Any:
         return {"torch": str(value).removeprefix("torch.")}
     if isinstance(value, torch.device):
         return {"device": str(value)}
+    if isinstance(value, pytree.TreeSpec):
+        return {"treespec": _dump_spec(value, where)}
     raise NotSerializableError(f"{where}: a value of type {type(value).__name__} ({value!r:.60}) "
                                "cannot be stored as data")
 
@@ -142,6 +146,8 @@ def _decode(value: Any, nodes: dict[str, fx.Node] | None = None) -> Any:
         return Ellipsis
     if tag == "device":
         return torch.device(body)
+    if tag == "treespec":
+        return pytree.treespec_loads(body)
     if tag == "torch":
         obj = getattr(torch, body, None)
         if not isinstance(obj, (torch.dtype, torch.memory_format, torch.layout)):
@@ -199,17 +205,41 @@ def _target_from_data(data: Any) -> Any:
     return _resolve(data["fn"])
 
 
-def _graph_to_data(graph: fx.Graph, where: str) -> list[dict]:
-    if type(graph._codegen) is not fx.graph.CodeGen:
-        raise NotSerializableError(f"{where}: its fx graph uses a custom code generator "
-                                   f"({type(graph._codegen).__name__})")
-    return [{"name": n.name, "op": n.op, "target": _target_to_data(n),
-             "args": _encode(tuple(n.args), f"{where} node {n.name}"),
-             "kwargs": _encode(dict(n.kwargs), f"{where} node {n.name}")} for n in graph.nodes]
+def _dump_spec(spec: Any, where: str) -> str:
+    try:
+        return pytree.treespec_dumps(spec)
+    except Exception as exc:  # a container type pytree cannot name
+        raise NotSerializableError(f"{where}: its input/output structure cannot be stored as "
+                                   f"data ({exc})") from exc
 
 
-def _graph_from_data(entries: list[dict]) -> fx.Graph:
+def _codegen_to_data(graph: fx.Graph, where: str) -> dict | None:
+    codegen = graph._codegen
+    if type(codegen) is fx.graph.CodeGen:
+        return None
+    if type(codegen) is fx.graph._PyTreeCodeGen:  # torch.export's unlifted modules
+        info = codegen.pytree_info
+        return {"orig_args": list(info.orig_args), "in_spec": _dump_spec(info.in_spec, where),
+                "out_spec": None if info.out_spec is None else _dump_spec(info.out_spec, where)}
+    raise NotSerializableError(f"{where}: its fx graph uses a custom code generator "
+                               f"({type(codegen).__name__})")
+
+
+def _graph_to_data(graph: fx.Graph, where: str) -> dict:
+    nodes = [{"name": n.name, "op": n.op, "target": _target_to_data(n),
+              "args": _encode(tuple(n.args), f"{where} node {n.name}"),
+              "kwargs": _encode(dict(n.kwargs), f"{where} node {n.name}")} for n in graph.nodes]
+    return {"nodes": nodes, "pytree": _codegen_to_data(graph, where)}
+
+
+def _graph_from_data(data: dict | list) -> fx.Graph:
+    entries, codegen = (data, None) if isinstance(data, list) else (data["nodes"], data["pytree"])
     graph, nodes = fx.Graph(), {}
+    if codegen is not None:
+        out_spec = codegen["out_spec"]
+        graph.set_codegen(fx.graph._PyTreeCodeGen(fx.graph._PyTreeInfo(
+            codegen["orig_args"], pytree.treespec_loads(codegen["in_spec"]),
+            None if out_spec is None else pytree.treespec_loads(out_spec))))
     for e in entries:
         node = graph.create_node(e["op"], _target_from_data(e["target"]),
                                  _decode(e["args"], nodes), _decode(e["kwargs"], nodes), e["name"])
