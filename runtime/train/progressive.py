@@ -34,7 +34,7 @@ Example:
     >>> ProgressiveShrinking(stages=[{"train_dims": ["depht"]}])
     Traceback (most recent call last):
     ...
-    ValueError: progressive_shrinking: stage 0 train_dims has unknown kind(s) ['depht']; valid kinds: ['width', 'depth', 'kernel', 'resolution']
+    ValueError: progressive_shrinking: stage 0 train_dims has unknown kind(s) ['depht']; valid kinds: ['width', 'depth', 'kernel', 'resolution', 'heads']
 """
 from __future__ import annotations
 
