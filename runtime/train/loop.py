@@ -131,17 +131,38 @@ def _batches(loader: Any, epoch: int, start: int, run: _Run) -> Iterable:
     return it
 
 
+@dataclass(kw_only=True)
 class _Trainer:
     """One run of `train_supernet` (kept as an object so each piece stays small)."""
 
-    def __init__(self, net, loader, strategy, optimizer, schedule, *, total, spe, epochs, dist_ctx,
-                 device, teacher, loss_fn, val_loader, eval_configs, calibration_batches,
-                 eval_max_batches, checkpoint_dir, checkpoint_every, metrics_path, progress,
-                 callback, max_steps):
-        self.__dict__.update(locals())
-        del self.__dict__["self"]
-        self.run = _Run()
-        self.hook = (lambda ps: average_gradients(ps, dist_ctx.world)) if dist_ctx.active else None
+    net: nn.Module
+    loader: Any
+    strategy: Strategy
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    total: int
+    spe: int
+    epochs: float
+    dist_ctx: DistContext
+    device: torch.device
+    teacher: nn.Module | None
+    loss_fn: Callable | None
+    val_loader: Any
+    eval_configs: list | None
+    calibration_batches: int
+    eval_max_batches: int | None
+    checkpoint_dir: str | Path | None
+    checkpoint_every: int | None
+    metrics_path: Path | None
+    progress: bool
+    callback: Callable | None
+    max_steps: int | None
+    run: _Run = field(default_factory=_Run)
+
+    @property
+    def hook(self) -> Callable | None:
+        world = self.dist_ctx.world
+        return (lambda ps: average_gradients(ps, world)) if self.dist_ctx.active else None
 
     # ---------------------------------------------------------------- checkpoints
     def payload(self) -> dict[str, Any]:
@@ -329,7 +350,8 @@ def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | St
     if metrics_path is None and checkpoint_dir is not None:
         metrics_path = Path(checkpoint_dir) / "metrics.jsonl"
     metrics_path = None if metrics_path is None else Path(metrics_path)
-    trainer = _Trainer(supernet, train_loader, strategy, opt, sched, total=total, spe=spe,
+    trainer = _Trainer(net=supernet, loader=train_loader, strategy=strategy, optimizer=opt,
+                       schedule=sched, total=total, spe=spe,
                        epochs=epochs, dist_ctx=dist_ctx, device=device, teacher=teacher,
                        loss_fn=loss_fn, val_loader=val_loader,
                        eval_configs=None if eval_configs is None else list(eval_configs),
