@@ -100,6 +100,7 @@ def test_metrics_lines_per_epoch(tmp_path):
         assert key in lines[1]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     job = [sys.executable, "-m", "tests.train_jobs", "resume"]
     resume_job(argparse.Namespace(dir=tmp_path / "ref", out=tmp_path / "ref.pt", kill_at=-1))

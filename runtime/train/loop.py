@@ -331,7 +331,12 @@ def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | St
     sampler = getattr(train_loader, "sampler", None)
     if isinstance(sampler, EpochBatchSampler) and dist_ctx.active:
         sampler.shard(dist_ctx.rank, dist_ctx.world)  # Rule 6
-    spe = len(train_loader)
+    try:
+        spe = len(train_loader)
+    except TypeError:
+        raise TypeError(f"the training loader ({type(train_loader).__name__}) has no len(): "
+                        f"train_supernet needs the number of batches per epoch (use a map-style "
+                        f"dataset, or wrap the iterable in a loader that defines __len__)") from None
     if spe < 1:
         raise ValueError("the training loader has no batches (dataset smaller than one batch?)")
     epochs = strategy.default_epochs if epochs is None else float(epochs)
