@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from runtime.train import (CheckpointError, digits_loaders, evaluate_model, evaluate_subnet,
-                           latest_checkpoint, load_checkpoint, train_supernet)
+from runtime.train import (CheckpointError, calibrate_batch_norm, digits_loaders, evaluate_model,
+                           evaluate_subnet, latest_checkpoint, load_checkpoint, take_batches,
+                           train_supernet, zero_init_residual_bn)
 from tests.train_helpers import mlp, supernet, trained_resnet
 from tests.train_jobs import dist_run, resume_job
 
@@ -133,3 +134,29 @@ def test_torchrun_two_processes_match_one_process_with_the_doubled_batch(tmp_pat
         for k in a:
             diff = (a[k].double() - b[k].double()).abs().max()
             assert diff <= 1e-5, (model, k, diff)
+
+
+def test_progressive_shrinking_bn_adapt_recalibrates_the_largest_at_the_stage_end():
+    net = supernet()
+    train, _ = digits_loaders(batch_size=256)
+    stages = [{"train_dims": ["depth"], "epochs": 1, "bn_adapt": True}]
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # weights stay; only BN buffers move
+    train_supernet(net, train, strategy="progressive_shrinking",
+                   strategy_options={"stages": stages, "n": 1}, optimizer=optimizer,
+                   calibration_batches=2, progress=False)
+    ref = supernet()
+    calibrate_batch_norm(ref, [x for x, _ in take_batches(train, 2)])
+    for (k, a), b in zip(net.state_dict().items(), ref.state_dict().values()):
+        assert torch.allclose(a.double(), b.double(), atol=1e-6), k
+
+
+def test_zero_init_residual_bn_makes_each_block_start_as_identity():
+    net = supernet().eval()
+    assert zero_init_residual_bn(net) == 4
+    x = torch.randn(2, 1, 8, 8)
+    no_blocks = {d.name: 0 for d in net.space.of_kind("depth")}
+    with torch.no_grad():
+        full = net(x)
+        with net.activate(net.max_config().with_(no_blocks)):
+            skipped = net(x)
+    assert torch.allclose(full, skipped, atol=1e-6)

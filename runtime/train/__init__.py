@@ -15,7 +15,8 @@ from runtime.train.samplers import (CompoundSampler, LimitedSampler, MaxSampler,
                                     Sampler, UniformSampler, make_sampler)
 from runtime.train.schedules import (ConstantSchedule, CosineSchedule, ExponentialSchedule,
                                      StagedSchedule, Warmup, epsilon_ramp, make_schedule)
-from runtime.train.step import NonFiniteLossError, StepOptions, StepResult, Task, run_step
+from runtime.train.step import (NonFiniteLossError, StepOptions, StepResult, Task, run_step,
+                               zero_init_residual_bn)
 from runtime.train.strategies import (DelayedEpsilonShrinking, RandomSubnets, Sandwich,
                                       StepContext, Strategy, UpperAttentive, get_strategy,
                                       strategy_names)
@@ -32,7 +33,7 @@ __all__ = [
     "make_sampler",
     "ConstantSchedule", "CosineSchedule", "ExponentialSchedule", "StagedSchedule", "Warmup",
     "epsilon_ramp", "make_schedule",
-    "NonFiniteLossError", "StepOptions", "StepResult", "Task", "run_step",
+    "NonFiniteLossError", "StepOptions", "StepResult", "Task", "run_step", "zero_init_residual_bn",
     "Strategy", "StepContext", "Sandwich", "UpperAttentive", "DelayedEpsilonShrinking",
     "RandomSubnets", "get_strategy", "strategy_names",
 ]

@@ -259,7 +259,10 @@ class _Trainer:
         bar = tqdm(total=self.spe, initial=start, desc=f"epoch {epoch + 1}/{math.ceil(self.epochs)}",
                    disable=not self.progress or not self.dist_ctx.is_main, leave=False)
         lr = self.optimizer.param_groups[0]["lr"]
-        cal = lambda: take_batches(self.loader, self.calibration_batches)  # noqa: E731
+        def cal() -> list:
+            return [(x.to(self.device), y) for x, y in map(_split, take_batches(
+                self.loader, self.calibration_batches))]
+
         for batch in _batches(self.loader, epoch, start, run):
             if run.step >= limit:
                 break

@@ -27,6 +27,9 @@ Rules:
   7. After the tasks: ``grad_hook(parameters)`` (distributed all-reduce), clipping of the total
      gradient norm to ``clip_grad_norm`` if set, ``optimizer.step()``. The previous config is
      active again on return.
+  8. ``zero_init_residual_bn(supernet)`` (BigNAS, for training from scratch only: it silences
+     every residual branch of a trained model) sets the scale of the last batch norm inside
+     each SkipBlock to zero, so every block starts as the identity it becomes when skipped.
 
 Example:
     >>> import torch
@@ -48,7 +51,7 @@ from torch import nn
 from runtime.elastic.space import SubnetConfig
 
 __all__ = ["Task", "StepResult", "StepOptions", "run_step", "soft_cross_entropy",
-           "NonFiniteLossError", "decay_parameters"]
+           "NonFiniteLossError", "decay_parameters", "zero_init_residual_bn"]
 
 LOSSES = ("labels", "kd", "labels+kd")
 
@@ -218,3 +221,17 @@ def run_step(supernet: nn.Module, tasks: Iterable[Task], inputs: torch.Tensor,
         optimizer.step()
     total = sum(t.weight * v for t, v in zip(tasks, losses))
     return StepResult(tasks, tuple(losses), total, int(inputs.shape[0]))
+
+
+def zero_init_residual_bn(supernet: nn.Module) -> int:
+    """Rule 8: zero the last batch-norm scale of every SkipBlock; returns how many."""
+    from runtime.elastic.blocks import SkipBlock
+
+    count = 0
+    for block in (m for m in supernet.modules() if isinstance(m, SkipBlock)):
+        norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms and norms[-1].weight is not None:
+            with torch.no_grad():
+                norms[-1].weight.zero_()
+            count += 1
+    return count
