@@ -32,9 +32,9 @@ Rules:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +45,13 @@ import torch
 from torch import nn
 
 from runtime.train import checkpoint as ckpt
-from runtime.train.data import EpochBatchSampler, take_batches
+from runtime.train.data import take_batches
 from runtime.train.distributed import (DistContext, average_gradients, broadcast_state,
                                        setup_distributed, sync_batch_norm)
 from runtime.train.evaluate import _split, evaluate_subnet
-from runtime.train.schedules import Schedule, Warmup, apply_lr, make_schedule
+from runtime.train.runsetup import (batches_from, make_optimizer, metrics_file, place,
+                                    run_schedule, seed_all, steps_per_epoch)
+from runtime.train.schedules import Schedule, apply_lr
 from runtime.train.strategies import StepContext, Strategy, get_strategy
 
 __all__ = ["train_supernet", "TrainResult"]
@@ -82,53 +84,6 @@ class _Run:
     wall_s: float = 0.0
     images: int = 0
     last_loss: float | None = None
-
-
-def _optimizer(optimizer, params, lr: float, momentum: float) -> torch.optim.Optimizer:
-    if optimizer is None:
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0,
-                               weight_decay=0.0)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer
-    if callable(optimizer):
-        return optimizer(params)
-    raise TypeError(f"optimizer must be an Optimizer, a factory params -> Optimizer or None, "
-                    f"got {type(optimizer).__name__}")
-
-
-def _schedule(strategy: Strategy, schedule: Any, total: int, spe: int, warmup_steps: int,
-              base_lr: float) -> Schedule:
-    own = strategy.lr_schedule(total_steps=total, steps_per_epoch=spe, base_lr=base_lr)
-    if own is None and not isinstance(schedule, str):
-        own = schedule
-    if own is None:
-        return make_schedule(schedule, total_steps=total, steps_per_epoch=spe,
-                             warmup_steps=warmup_steps)
-    return Warmup(inner=own, warmup_steps=warmup_steps) if warmup_steps > 0 else own
-
-
-def _seed_all(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    random.seed(seed)
-
-
-def _batches(loader: Any, epoch: int, start: int, run: _Run) -> Iterable:
-    """The loader's batches of ``epoch`` from batch ``start`` on (Rule 3)."""
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, EpochBatchSampler):
-        sampler.set_epoch(epoch, start)
-        return iter(loader)
-    if start == 0:
-        run.epoch_rng = torch.get_rng_state()
-        return iter(loader)
-    now = torch.get_rng_state()
-    torch.set_rng_state(run.epoch_rng)
-    it = iter(loader)
-    for _ in range(start):
-        next(it)
-    torch.set_rng_state(now)
-    return it
 
 
 @dataclass(kw_only=True)
@@ -263,7 +218,7 @@ class _Trainer:
             return [(x.to(self.device), y) for x, y in map(_split, take_batches(
                 self.loader, self.calibration_batches))]
 
-        for batch in _batches(self.loader, epoch, start, run):
+        for batch in batches_from(self.loader, epoch, start, run):
             if run.step >= limit:
                 break
             t = time.perf_counter()
@@ -318,50 +273,29 @@ def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | St
                    progress: bool = True, metrics_path: str | Path | None = None,
                    device: Any = None, sync_bn: bool = False,
                    callback: Callable | None = None) -> TrainResult:
-    """Train ``supernet`` with a strategy (Rules 1-7); returns a `TrainResult`."""
+    """Train ``supernet`` with a strategy (Rules 1-7); returns a `TrainResult`.
+
+    ``callback(step, step_result)`` runs after every step (``step`` counts finished steps)."""
     dist_ctx = setup_distributed()
-    _seed_all(seed)
+    seed_all(seed)
     strategy = get_strategy(strategy, **(strategy_options or {}))
-    if device is None and dist_ctx.active and torch.cuda.is_available():
-        device = f"cuda:{dist_ctx.local_rank}"
-    if device is not None:
-        supernet.to(device)
-        if teacher is not None:
-            teacher.to(device)
-    device = next(supernet.parameters()).device
-    if teacher is not None:
-        teacher.eval()
-    sampler = getattr(train_loader, "sampler", None)
-    if isinstance(sampler, EpochBatchSampler) and dist_ctx.active:
-        sampler.shard(dist_ctx.rank, dist_ctx.world)  # Rule 6
-    try:
-        spe = len(train_loader)
-    except TypeError:
-        raise TypeError(f"the training loader ({type(train_loader).__name__}) has no len(): "
-                        f"train_supernet needs the number of batches per epoch (use a map-style "
-                        f"dataset, or wrap the iterable in a loader that defines __len__)") from None
-    if spe < 1:
-        raise ValueError("the training loader has no batches (dataset smaller than one batch?)")
+    device = place(supernet, teacher, device, dist_ctx)
+    spe = steps_per_epoch(train_loader, dist_ctx)
     epochs = strategy.default_epochs if epochs is None else float(epochs)
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
     total = max(1, math.ceil(epochs * spe))
     strategy.bind(supernet, seed=seed, total_steps=total, steps_per_epoch=spe)
-    opt = _optimizer(optimizer, [p for p in supernet.parameters() if p.requires_grad], lr, momentum)
-    sched = _schedule(strategy, schedule, total, spe, round(warmup_epochs * spe),
+    opt = make_optimizer(optimizer, [p for p in supernet.parameters() if p.requires_grad], lr, momentum)
+    sched = run_schedule(strategy, schedule, total, spe, round(warmup_epochs * spe),
                       opt.param_groups[0]["lr"])
     if sync_bn:
         sync_batch_norm(supernet, dist_ctx)
     broadcast_state(supernet, dist_ctx)
-    if checkpoint_dir is not None:
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    if metrics_path is None and checkpoint_dir is not None:
-        metrics_path = Path(checkpoint_dir) / "metrics.jsonl"
-    metrics_path = None if metrics_path is None else Path(metrics_path)
+    metrics_path = metrics_file(metrics_path, checkpoint_dir)
     trainer = _Trainer(net=supernet, loader=train_loader, strategy=strategy, optimizer=opt,
-                       schedule=sched, total=total, spe=spe,
-                       epochs=epochs, dist_ctx=dist_ctx, device=device, teacher=teacher,
-                       loss_fn=loss_fn, val_loader=val_loader,
+                       schedule=sched, total=total, spe=spe, epochs=epochs, dist_ctx=dist_ctx,
+                       device=device, teacher=teacher, loss_fn=loss_fn, val_loader=val_loader,
                        eval_configs=None if eval_configs is None else list(eval_configs),
                        calibration_batches=calibration_batches, eval_max_batches=eval_max_batches,
                        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
@@ -380,5 +314,4 @@ def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | St
         result = trainer.fit()
     finally:
         supernet.train(was)
-    return TrainResult(**{**result.__dict__, "resumed_from": None if resumed is None
-                          else str(resumed)})
+    return dataclasses.replace(result, resumed_from=None if resumed is None else str(resumed))
