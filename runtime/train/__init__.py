@@ -8,7 +8,8 @@ from runtime.train.checkpoint import CheckpointError, latest_checkpoint, load_ch
 from runtime.train.data import (DataRefError, DataUnavailableError, EpochBatchSampler,
                                 digits_loaders, fashion_mnist_loaders, load_data, take_batches)
 from runtime.train.distributed import DistContext, average_gradients, setup_distributed
-from runtime.train.evaluate import EvalResult, evaluate_model, evaluate_subnet, spanning_configs
+from runtime.train.evaluate import (EvalResult, SubnetEvaluator, evaluate_model, evaluate_subnet,
+                                    extract_calibrated, spanning_configs)
 from runtime.train.loop import TrainResult, train_supernet
 from runtime.train.progressive import ProgressiveShrinking, Stage
 from runtime.train.samplers import (CompoundSampler, LimitedSampler, MaxSampler, MinSampler,
@@ -26,7 +27,8 @@ __all__ = [
     "DataRefError", "DataUnavailableError", "EpochBatchSampler", "digits_loaders",
     "fashion_mnist_loaders", "load_data", "take_batches",
     "DistContext", "average_gradients", "setup_distributed",
-    "EvalResult", "evaluate_model", "evaluate_subnet", "spanning_configs",
+    "EvalResult", "evaluate_model", "evaluate_subnet", "spanning_configs", "SubnetEvaluator",
+    "extract_calibrated",
     "TrainResult", "train_supernet",
     "ProgressiveShrinking", "Stage",
     "Sampler", "UniformSampler", "MaxSampler", "MinSampler", "CompoundSampler", "LimitedSampler",
