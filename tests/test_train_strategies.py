@@ -267,3 +267,16 @@ def test_every_resolution_sees_the_same_batch_resized(batch):
     handle.remove()
     assert seen == [(16, 1, 8, 8), (16, 1, 6, 6)]
     assert ProgressiveShrinking().bind(net).stage_list[0].train_dims == ("depth", "resolution")
+
+
+def test_fallback_teacher_pass_changes_no_batch_norm_state(batch):
+    """A KD task with no largest and no teacher runs the maximal config as teacher; only the
+    student's own forward may move the batch-norm statistics."""
+    small = supernet().min_config()
+    ref, net = supernet(), supernet()
+    with ref.activate(small):
+        ref(batch[0])
+    run_step(net, [Task(small, "random", "kd")], *batch)
+    for (k, a), b in zip(net.state_dict().items(), ref.state_dict().values()):
+        if "running" in k or "num_batches" in k:
+            assert torch.equal(a, b), k

@@ -14,7 +14,8 @@ Rules:
      ``kd_ratio`` * kd (OFA). The teacher logits carry no gradient: an external ``teacher``
      module (run once per step, in eval mode, under no_grad) or, in-place, the detached logits
      of the step's first ``"largest"`` task; with neither, the maximal config is run once under
-     no_grad.
+     no_grad, with batch statistics but without dropout and without updating any running
+     statistics.
   4. A non-finite loss raises `NonFiniteLossError` naming the step, the role and the config,
      before its backward.
   5. Weight decay (``weight_decay > 0``) is an exact L2 gradient term ``wd * p`` added to every
@@ -165,9 +166,27 @@ def _teacher_logits(supernet, inputs, teacher, state) -> torch.Tensor:
                 state["teacher"] = teacher(inputs).detach()
                 teacher.train(was)
             else:
-                with supernet.activate(supernet.space.max_config()):
+                with supernet.activate(supernet.space.max_config()), _quiet(supernet):
                     state["teacher"] = supernet(inputs).detach()
     return state["teacher"]
+
+
+@contextlib.contextmanager
+def _quiet(module: nn.Module):
+    """Rule 3: a teacher pass in train mode that changes no state (no dropout, no BN update)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum, None if m.num_batches_tracked is None else
+              m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = 1 * running + 0 * batch
+    try:
+        with _dropout_off(module, True):
+            yield
+    finally:
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 def _loss(task, logits, targets, loss_fn, opts, teacher_fn) -> torch.Tensor:
