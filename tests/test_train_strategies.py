@@ -273,7 +273,7 @@ def test_fallback_teacher_pass_changes_no_batch_norm_state(batch):
     """A KD task with no largest and no teacher runs the maximal config as teacher; only the
     student's own forward may move the batch-norm statistics."""
     small = supernet().min_config()
-    ref, net = supernet(), supernet()
+    ref, net = supernet().train(), supernet().train()
     with ref.activate(small):
         ref(batch[0])
     run_step(net, [Task(small, "random", "kd")], *batch)
