@@ -280,3 +280,8 @@ def test_fallback_teacher_pass_changes_no_batch_norm_state(batch):
     for (k, a), b in zip(net.state_dict().items(), ref.state_dict().values()):
         if "running" in k or "num_batches" in k:
             assert torch.equal(a, b), k
+
+
+def test_upper_attentive_warmup_longer_than_the_run_is_an_error(net):
+    with pytest.raises(ValueError, match=r"warmup_epochs=1.0 covers the whole run of 1 epochs"):
+        UpperAttentive().bind(net, total_steps=10, steps_per_epoch=10)
