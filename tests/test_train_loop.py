@@ -160,3 +160,19 @@ def test_zero_init_residual_bn_makes_each_block_start_as_identity():
         with net.activate(net.max_config().with_(no_blocks)):
             skipped = net(x)
     assert torch.allclose(full, skipped, atol=1e-6)
+
+
+def test_schedule_and_warmup_set_the_lr_of_every_step():
+    net = supernet()
+    train, _ = digits_loaders(batch_size=256)  # 5 steps per epoch
+    made, lrs = [], []
+
+    def factory(params):
+        made.append(torch.optim.SGD(params, lr=0.2))
+        return made[-1]
+
+    train_supernet(net, train, strategy="random", epochs=2, optimizer=factory,
+                   schedule="exponential", warmup_epochs=1, progress=False,
+                   callback=lambda step, _: lrs.append(made[0].param_groups[0]["lr"]))
+    expected = [0.2 * (s / 5 if s < 5 else 1) * max(0.97 ** (s / 5 / 2.4), 0.05) for s in range(10)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
