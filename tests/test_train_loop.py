@@ -83,6 +83,10 @@ def test_checkpoints_load_without_code_keep_two_and_reject_corrupt_or_foreign(tm
     assert latest_checkpoint(tmp_path) == files[0] and load_checkpoint(files[0])["step"] == 8
     with pytest.raises(CheckpointError, match="written for another super-network"):
         _run(supernet(mlp().eval()), train, tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match=r"written by strategy 'sandwich' .* this run uses "
+                                              r"'sandwich' with .*\"n\": 4"):
+        train_supernet(supernet(), train, strategy="sandwich", epochs=2, checkpoint_dir=tmp_path,
+                       resume=True, progress=False)
 
 
 def test_metrics_lines_per_epoch(tmp_path):

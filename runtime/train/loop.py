@@ -148,7 +148,11 @@ class _Trainer:
                 f"Resume with the same epochs, data and batch size, or use resume=False.")
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.strategy.load_state_dict(state["strategy"])
+        try:
+            self.strategy.load_state_dict(state["strategy"])
+        except ValueError as exc:
+            raise ckpt.CheckpointError(f"checkpoint {path}: {exc}. Resume with the same strategy "
+                                       f"and options, or use resume=False.") from exc
         ckpt.set_rng_state(state["rng"])
         run = self.run
         run.step, run.epoch_rng = int(state["step"]), state["data"]["epoch_rng"]
