@@ -180,3 +180,21 @@ def test_schedule_and_warmup_set_the_lr_of_every_step():
                    callback=lambda step, _: lrs.append(made[0].param_groups[0]["lr"]))
     expected = [0.2 * (s / 5 if s < 5 else 1) * max(0.97 ** (s / 5 / 2.4), 0.05) for s in range(10)]
     assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+def test_initial_teacher_is_checkpointed_so_resume_is_exact_from_any_network(tmp_path):
+    train = digits_loaders(batch_size=128)[0]
+    kw = dict(strategy="random", strategy_options={"distill": True}, teacher="initial",
+              epochs=1, lr=0.05, checkpoint_dir=None, progress=False, seed=0)
+    ref = supernet()
+    train_supernet(ref, train, **kw)
+    net = supernet()
+    train_supernet(net, train, **{**kw, "checkpoint_dir": tmp_path}, max_steps=4)
+    other = supernet()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(0.5)  # a different network: its maximal config must not become the teacher
+    train_supernet(other, train, **{**kw, "checkpoint_dir": tmp_path}, resume=True)
+    assert "teacher" in load_checkpoint(latest_checkpoint(tmp_path))
+    for (k, a), b in zip(ref.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), k

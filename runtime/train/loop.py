@@ -29,6 +29,10 @@ Rules:
      gradients averaged (`runtime.train.distributed`), only rank 0 writes; ``sync_bn=True``
      synchronises batch statistics across ranks.
   7. A non-finite loss stops the run with `NonFiniteLossError` naming the step and sub-network.
+  8. ``teacher="initial"`` distils from a frozen copy of the super-network's maximal config as it
+     is when the run starts (the user's original model, Invariant 1): OFA's teacher without the
+     original model at hand. Its weights go into every checkpoint, so a resumed run distils
+     from the same teacher whatever network it resumes into.
 """
 from __future__ import annotations
 
@@ -112,6 +116,7 @@ class _Trainer:
     progress: bool
     callback: Callable | None
     max_steps: int | None
+    save_teacher: bool = False
     run: _Run = field(default_factory=_Run)
 
     @property
@@ -130,7 +135,8 @@ class _Trainer:
                 "run": {"total_steps": self.total, "steps_per_epoch": self.spe,
                         "wall_s": run.wall_s, "images": run.images, "last_loss": run.last_loss,
                         "epoch_stats": json.dumps(run.epoch_stats)},
-                "history": json.dumps(run.history)}
+                "history": json.dumps(run.history),
+                **({"teacher": self.teacher.state_dict()} if self.save_teacher else {})}
 
     def save(self) -> str | None:
         if self.checkpoint_dir is None or not self.dist_ctx.is_main:
@@ -154,6 +160,11 @@ class _Trainer:
             raise ckpt.CheckpointError(f"checkpoint {path}: {exc}. Resume with the same strategy "
                                        f"and options, or use resume=False.") from exc
         ckpt.set_rng_state(state["rng"])
+        if self.save_teacher:
+            if "teacher" not in state:
+                raise ckpt.CheckpointError(f"checkpoint {path} has no teacher weights; it was not "
+                                           f"written by a run with teacher='initial'")
+            self.teacher.load_state_dict(state["teacher"])  # Rule 8
         run = self.run
         run.step, run.epoch_rng = int(state["step"]), state["data"]["epoch_rng"]
         run.wall_s, run.images, run.last_loss = meta["wall_s"], meta["images"], meta["last_loss"]
@@ -265,11 +276,21 @@ class _Trainer:
                            evaluation={k: v for k, v in final_eval.items() if k.endswith("top1")})
 
 
+def initial_teacher(supernet: nn.Module, name: str = "initial") -> nn.Module:
+    """Rule 8: a frozen, extracted copy of the maximal config."""
+    if name != "initial":
+        raise ValueError(f"teacher must be a module, 'initial' or None, got {name!r}")
+    teacher = supernet.extract(supernet.space.max_config()).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | Strategy = "sandwich",
                    strategy_options: dict | None = None, epochs: float | None = None,
                    optimizer: Any = None, lr: float = 0.01, momentum: float = 0.9,
                    schedule: str | Schedule = "cosine", warmup_epochs: float = 0.0,
-                   loss_fn: Callable | None = None, teacher: nn.Module | None = None,
+                   loss_fn: Callable | None = None, teacher: nn.Module | str | None = None,
                    val_loader: Any = None, eval_configs: Iterable | None = None,
                    calibration_batches: int = 8, eval_max_batches: int | None = None,
                    checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
@@ -277,12 +298,15 @@ def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | St
                    progress: bool = True, metrics_path: str | Path | None = None,
                    device: Any = None, sync_bn: bool = False,
                    callback: Callable | None = None) -> TrainResult:
-    """Train ``supernet`` with a strategy (Rules 1-7); returns a `TrainResult`.
+    """Train ``supernet`` with a strategy (Rules 1-8); returns a `TrainResult`.
 
     ``callback(step, step_result)`` runs after every step (``step`` counts finished steps)."""
     dist_ctx = setup_distributed()
     seed_all(seed)
     strategy = get_strategy(strategy, **(strategy_options or {}))
+    initial = isinstance(teacher, str)
+    if initial:
+        teacher = initial_teacher(supernet, teacher)
     device = place(supernet, teacher, device, dist_ctx)
     spe = steps_per_epoch(train_loader, dist_ctx)
     epochs = strategy.default_epochs if epochs is None else float(epochs)
@@ -304,7 +328,7 @@ def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | St
                        calibration_batches=calibration_batches, eval_max_batches=eval_max_batches,
                        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                        metrics_path=metrics_path, progress=progress, callback=callback,
-                       max_steps=max_steps)
+                       max_steps=max_steps, save_teacher=initial)
     resumed = ckpt.latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
     if resumed is not None:
         trainer.restore(resumed)
