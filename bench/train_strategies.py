@@ -15,7 +15,9 @@ Protocol:
      (fitted on timed single-sub-network steps of the largest and smallest configs), the
      strategy's plans are evaluated at 64 points of the run to get its mean step cost, and
      its run gets ``budget / mean cost`` steps (iterated three times, since warm-ups measured
-     in epochs change the mix). The actual wall time is reported next to the budget.
+     in epochs change the mix). The actual wall time is reported next to the budget. When the
+     budget is under two epochs, upper-attentive's warm-up (1 epoch by default) is cut to a
+     quarter of the run (recorded in the row's options).
   4. After training, each sub-network's batch norm is re-calibrated on training batches, then
      evaluated on the official 10k test split (``--val-limit`` for less): the largest, the
      smallest, the mean over a fixed set of ``--eval-configs`` sub-networks spanning the MACs
@@ -113,7 +115,9 @@ def planned_steps(name: str, options: dict, net, spe: int, budget_s: float,
     a, b = cost
     steps = max(int(budget_s / (a + b * net.macs(net.max_config()))), 1)
     for _ in range(3):
-        s = get_strategy(name, **options).bind(net, seed=0, total_steps=steps, steps_per_epoch=spe)
+        s = get_strategy(name, **options)
+        s.bind(net, seed=0, total_steps=None, steps_per_epoch=spe)
+        s._total_steps = steps  # no run-length checks while estimating
         per_step = []
         for point in np.linspace(0, steps - 1, 64).astype(int):
             s._step = int(point)
@@ -143,6 +147,10 @@ def run_strategy(name, base_net, configs, train, val, args, cost, teacher) -> di
     net = copy.deepcopy(base_net)
     options = json.loads(args.options).get(name, {}) if args.options else {}
     steps = planned_steps(name, options, net, len(train), args.budget_s, cost)
+    warmup = options.get("warmup_epochs", 1.0)
+    if name == "upper_attentive" and warmup >= 0.5 * steps / len(train):
+        options = {**options, "warmup_epochs": 0.25 * steps / len(train)}  # short budgets: 1/4
+        steps = planned_steps(name, options, net, len(train), args.budget_s, cost)
     t = time.perf_counter()
     result = train_supernet(net, train, strategy=name, strategy_options=options,
                             epochs=steps / len(train), lr=args.lr, seed=args.seed,

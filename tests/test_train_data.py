@@ -41,6 +41,10 @@ def test_shards_union_is_the_one_process_batch_of_world_times_the_size():
     for big, a, b in zip(one, *ranks):
         assert sorted(big.tolist()) == sorted(a.tolist() + b.tolist())
     assert len(one) == len(ranks[0]) == 10
+    odd = [EpochBatchSampler(101, 10, shuffle=True, seed=0, drop_last=False) for _ in range(2)]
+    for r, s in enumerate(odd):
+        s.shard(r, 2)
+    assert [len(list(s)) for s in odd] == [len(s) for s in odd] == [5, 5]  # no rank waits
 
 
 def test_take_batches_is_fixed_and_does_not_move_the_loader():

@@ -3,8 +3,8 @@ import copy
 
 import torch
 
-from runtime.train import (calibrate_batch_norm, digits_loaders, evaluate_model, evaluate_subnet,
-                           spanning_configs, take_batches)
+from runtime.train import (SubnetEvaluator, calibrate_batch_norm, digits_loaders, evaluate_model,
+                           evaluate_subnet, extract_calibrated, spanning_configs, take_batches)
 from tests.train_helpers import supernet
 
 
@@ -37,3 +37,19 @@ def test_spanning_configs_run_from_min_to_max_macs():
     macs = [net.macs(c) for c in configs]
     assert configs[0] == net.min_config() and configs[-1] == net.max_config()
     assert len(configs) == 6 and macs == sorted(macs) and len(set(configs)) == 6
+
+
+def test_subnet_evaluator_equals_evaluate_subnet_and_extract_calibrated_matches():
+    net = supernet()
+    train, val = digits_loaders(batch_size=64)
+    evaluator = SubnetEvaluator(net, val, calibration_loader=train, calibration_batches=2,
+                                max_batches=3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    for seed in (1, 2):
+        config = net.space.sample(seed)
+        direct = evaluate_subnet(net, config, val, calibration_loader=train,
+                                 calibration_batches=2, max_batches=3)
+        assert evaluator(config) == direct and direct.samples == 192
+        sub = extract_calibrated(net, config, train, calibration_batches=2)
+        assert abs(evaluate_model(sub, val, max_batches=3).top1 - direct.top1) < 1e-9
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())

@@ -12,10 +12,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from runtime.train import (CheckpointError, digits_loaders, evaluate_model, evaluate_subnet,
-                           latest_checkpoint, load_checkpoint, train_supernet)
+from runtime.train import (CheckpointError, calibrate_batch_norm, digits_loaders, evaluate_model,
+                           evaluate_subnet, latest_checkpoint, load_checkpoint, take_batches,
+                           train_supernet, zero_init_residual_bn)
 from tests.train_helpers import mlp, supernet, trained_resnet
-from tests.train_jobs import resume_job
+from tests.train_jobs import dist_run, resume_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,6 +83,10 @@ def test_checkpoints_load_without_code_keep_two_and_reject_corrupt_or_foreign(tm
     assert latest_checkpoint(tmp_path) == files[0] and load_checkpoint(files[0])["step"] == 8
     with pytest.raises(CheckpointError, match="written for another super-network"):
         _run(supernet(mlp().eval()), train, tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match=r"written by strategy 'sandwich' .* this run uses "
+                                              r"'sandwich' with .*\"n\": 4"):
+        train_supernet(supernet(), train, strategy="sandwich", epochs=2, checkpoint_dir=tmp_path,
+                       resume=True, progress=False)
 
 
 def test_metrics_lines_per_epoch(tmp_path):
@@ -100,6 +105,7 @@ def test_metrics_lines_per_epoch(tmp_path):
         assert key in lines[1]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     job = [sys.executable, "-m", "tests.train_jobs", "resume"]
     resume_job(argparse.Namespace(dir=tmp_path / "ref", out=tmp_path / "ref.pt", kill_at=-1))
@@ -117,19 +123,78 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one_process_with_the_doubled_batch(tmp_path):
+    """Without batch norm, and with batch norm under sync_bn (global-batch statistics)."""
     if importlib.util.find_spec("torch.distributed.run") is None:
         pytest.skip("torch.distributed.run unavailable")
-    job = ["-m", "tests.train_jobs", "dist"]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", *job, str(tmp_path / "two.pt"),
-                          "--batch-size", "16"], cwd=ROOT, env=_env(), capture_output=True,
+                          "--nproc_per_node=2", "-m", "tests.train_jobs", "dist",
+                          str(tmp_path / "two"), "--models", "mlp", "resnet", "--batch-size",
+                          "16", "--steps", "6"], cwd=ROOT, env=_env(), capture_output=True,
                          text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, *job, str(tmp_path / "one.pt"), "--batch-size", "32"],
-                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
-    a, b = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
-    start = supernet(mlp().eval()).state_dict()
-    assert any(not torch.equal(start[k], a[k]) for k in a)  # it trained
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), (k, (a[k] - b[k]).abs().max())
+    for model, start in (("mlp", supernet(mlp().eval())), ("resnet", supernet())):
+        a, b = torch.load(tmp_path / f"two.{model}.pt"), dist_run(model, 32, 6)
+        assert any(not torch.equal(start.state_dict()[k], a[k]) for k in a)  # it trained
+        for k in a:
+            diff = (a[k].double() - b[k].double()).abs().max()
+            assert diff <= 1e-5, (model, k, diff)
+
+
+def test_progressive_shrinking_bn_adapt_recalibrates_the_largest_at_the_stage_end():
+    net = supernet()
+    train, _ = digits_loaders(batch_size=256)
+    stages = [{"train_dims": ["depth"], "epochs": 1, "bn_adapt": True}]
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # weights stay; only BN buffers move
+    train_supernet(net, train, strategy="progressive_shrinking",
+                   strategy_options={"stages": stages, "n": 1}, optimizer=optimizer,
+                   calibration_batches=2, progress=False)
+    ref = supernet()
+    calibrate_batch_norm(ref, [x for x, _ in take_batches(train, 2)])
+    for (k, a), b in zip(net.state_dict().items(), ref.state_dict().values()):
+        assert torch.allclose(a.double(), b.double(), atol=1e-6), k
+
+
+def test_zero_init_residual_bn_makes_each_block_start_as_identity():
+    net = supernet().eval()
+    assert zero_init_residual_bn(net) == 4
+    x = torch.randn(2, 1, 8, 8)
+    no_blocks = {d.name: 0 for d in net.space.of_kind("depth")}
+    with torch.no_grad():
+        full = net(x)
+        with net.activate(net.max_config().with_(no_blocks)):
+            skipped = net(x)
+    assert torch.allclose(full, skipped, atol=1e-6)
+
+
+def test_schedule_and_warmup_set_the_lr_of_every_step():
+    net = supernet()
+    train, _ = digits_loaders(batch_size=256)  # 5 steps per epoch
+    made, lrs = [], []
+
+    def factory(params):
+        made.append(torch.optim.SGD(params, lr=0.2))
+        return made[-1]
+
+    train_supernet(net, train, strategy="random", epochs=2, optimizer=factory,
+                   schedule="exponential", warmup_epochs=1, progress=False,
+                   callback=lambda step, _: lrs.append(made[0].param_groups[0]["lr"]))
+    expected = [0.2 * (s / 5 if s < 5 else 1) * max(0.97 ** (s / 5 / 2.4), 0.05) for s in range(10)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+def test_initial_teacher_is_checkpointed_so_resume_is_exact_from_any_network(tmp_path):
+    train = digits_loaders(batch_size=128)[0]
+    kw = dict(strategy="random", strategy_options={"distill": True}, teacher="initial",
+              epochs=1, lr=0.05, checkpoint_dir=None, progress=False, seed=0)
+    ref = supernet()
+    train_supernet(ref, train, **kw)
+    net = supernet()
+    train_supernet(net, train, **{**kw, "checkpoint_dir": tmp_path}, max_steps=4)
+    other = supernet()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(0.5)  # a different network: its maximal config must not become the teacher
+    train_supernet(other, train, **{**kw, "checkpoint_dir": tmp_path}, resume=True)
+    assert "teacher" in load_checkpoint(latest_checkpoint(tmp_path))
+    for (k, a), b in zip(ref.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), k

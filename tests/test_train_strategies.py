@@ -240,3 +240,48 @@ def test_deps_per_step_api_needs_the_run_length(batch):
 def test_random_subnets_draws_n_uniform_configs(net):
     plan = plans(RandomSubnets(n=3), net, 1)[0]
     assert [t.role for t in plan] == ["random"] * 3 and all(t.loss == "labels" for t in plan)
+
+
+def test_external_teacher_is_the_distillation_target(net, batch):
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.arange(10.0).expand(x.shape[0], 10)
+
+    small = net.min_config()
+    result = run_step(net, [Task(small, "smallest", "kd")], *batch, teacher=Fixed(),
+                      options=StepOptions(temperature=2.0))
+    with torch.no_grad(), net.activate(small):
+        logits = net(batch[0])
+    target = F.softmax(torch.arange(10.0) / 2.0, -1)
+    expected = -(target * F.log_softmax(logits / 2.0, -1)).sum(-1).mean() * 4.0
+    assert result.losses[0] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_every_resolution_sees_the_same_batch_resized(batch):
+    net = supernet(resolutions=[8, 6])
+    seen = []
+    stem = net.graph_module.get_submodule("stem.0")
+    handle = stem.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+    small, big = net.min_config(), net.max_config()
+    run_step(net, [Task(big, "largest"), Task(small, "smallest", "kd")], *batch)
+    handle.remove()
+    assert seen == [(16, 1, 8, 8), (16, 1, 6, 6)]
+    assert ProgressiveShrinking().bind(net).stage_list[0].train_dims == ("depth", "resolution")
+
+
+def test_fallback_teacher_pass_changes_no_batch_norm_state(batch):
+    """A KD task with no largest and no teacher runs the maximal config as teacher; only the
+    student's own forward may move the batch-norm statistics."""
+    small = supernet().min_config()
+    ref, net = supernet().train(), supernet().train()
+    with ref.activate(small):
+        ref(batch[0])
+    run_step(net, [Task(small, "random", "kd")], *batch)
+    for (k, a), b in zip(net.state_dict().items(), ref.state_dict().values()):
+        if "running" in k or "num_batches" in k:
+            assert torch.equal(a, b), k
+
+
+def test_upper_attentive_warmup_longer_than_the_run_is_an_error(net):
+    with pytest.raises(ValueError, match=r"warmup_epochs=1.0 covers the whole run of 1 epochs"):
+        UpperAttentive().bind(net, total_steps=10, steps_per_epoch=10)

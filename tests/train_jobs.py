@@ -1,7 +1,7 @@
 """Training runs the tests start in subprocesses (SIGKILL and resume; torchrun).
 
     python -m tests.train_jobs resume DIR OUT [--kill-at STEP]
-    torchrun --nproc_per_node=2 -m tests.train_jobs dist OUT --batch-size 16 --steps 6
+    torchrun --nproc_per_node=2 -m tests.train_jobs dist OUT [--models mlp resnet] [--batch-size 16]
 """
 from __future__ import annotations
 
@@ -30,14 +30,21 @@ def resume_job(args) -> None:
     torch.save(net.state_dict(), args.out)
 
 
-def dist_job(args) -> None:
+def dist_run(model: str, batch_size: int, steps: int) -> dict:
+    """A few sandwich steps of the MLP (no batch norm) or TinyResNet (with sync_bn)."""
     torch.manual_seed(0)
-    net = supernet(mlp().eval())
-    train, _ = digits_loaders(batch_size=args.batch_size, seed=0)
+    net = supernet(mlp().eval()) if model == "mlp" else supernet()
+    train, _ = digits_loaders(batch_size=batch_size, seed=0)
     train_supernet(net, train, strategy="sandwich", strategy_options={"n": 3}, epochs=1, lr=0.1,
-                   max_steps=args.steps, seed=0, progress=False)
-    if int(os.environ.get("RANK", "0")) == 0:
-        torch.save(net.state_dict(), args.out)
+                   max_steps=steps, seed=0, progress=False, sync_bn=model != "mlp")
+    return net.state_dict()
+
+
+def dist_job(args) -> None:
+    for model in args.models:
+        state = dist_run(model, args.batch_size, args.steps)
+        if int(os.environ.get("RANK", "0")) == 0:
+            torch.save(state, f"{args.out}.{model}.pt")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -54,6 +61,7 @@ def main() -> None:
     d.add_argument("out")
     d.add_argument("--batch-size", type=int, default=16)
     d.add_argument("--steps", type=int, default=6)
+    d.add_argument("--models", nargs="+", choices=("mlp", "resnet"), default=["mlp"])
     args = p.parse_args()
     (resume_job if args.job == "resume" else dist_job)(args)
 

@@ -8,14 +8,16 @@ from runtime.train.checkpoint import CheckpointError, latest_checkpoint, load_ch
 from runtime.train.data import (DataRefError, DataUnavailableError, EpochBatchSampler,
                                 digits_loaders, fashion_mnist_loaders, load_data, take_batches)
 from runtime.train.distributed import DistContext, average_gradients, setup_distributed
-from runtime.train.evaluate import EvalResult, evaluate_model, evaluate_subnet, spanning_configs
+from runtime.train.evaluate import (EvalResult, SubnetEvaluator, evaluate_model, evaluate_subnet,
+                                    extract_calibrated, spanning_configs)
 from runtime.train.loop import TrainResult, train_supernet
 from runtime.train.progressive import ProgressiveShrinking, Stage
 from runtime.train.samplers import (CompoundSampler, LimitedSampler, MaxSampler, MinSampler,
                                     Sampler, UniformSampler, make_sampler)
 from runtime.train.schedules import (ConstantSchedule, CosineSchedule, ExponentialSchedule,
                                      StagedSchedule, Warmup, epsilon_ramp, make_schedule)
-from runtime.train.step import NonFiniteLossError, StepOptions, StepResult, Task, run_step
+from runtime.train.step import (NonFiniteLossError, StepOptions, StepResult, Task, run_step,
+                               zero_init_residual_bn)
 from runtime.train.strategies import (DelayedEpsilonShrinking, RandomSubnets, Sandwich,
                                       StepContext, Strategy, UpperAttentive, get_strategy,
                                       strategy_names)
@@ -25,14 +27,15 @@ __all__ = [
     "DataRefError", "DataUnavailableError", "EpochBatchSampler", "digits_loaders",
     "fashion_mnist_loaders", "load_data", "take_batches",
     "DistContext", "average_gradients", "setup_distributed",
-    "EvalResult", "evaluate_model", "evaluate_subnet", "spanning_configs",
+    "EvalResult", "evaluate_model", "evaluate_subnet", "spanning_configs", "SubnetEvaluator",
+    "extract_calibrated",
     "TrainResult", "train_supernet",
     "ProgressiveShrinking", "Stage",
     "Sampler", "UniformSampler", "MaxSampler", "MinSampler", "CompoundSampler", "LimitedSampler",
     "make_sampler",
     "ConstantSchedule", "CosineSchedule", "ExponentialSchedule", "StagedSchedule", "Warmup",
     "epsilon_ramp", "make_schedule",
-    "NonFiniteLossError", "StepOptions", "StepResult", "Task", "run_step",
+    "NonFiniteLossError", "StepOptions", "StepResult", "Task", "run_step", "zero_init_residual_bn",
     "Strategy", "StepContext", "Sandwich", "UpperAttentive", "DelayedEpsilonShrinking",
     "RandomSubnets", "get_strategy", "strategy_names",
 ]

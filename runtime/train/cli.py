@@ -2,7 +2,8 @@
 
     supernet train SUPERNET.pt --data REF [--data-kwargs JSON] [--strategy sandwich]
                    [--options JSON] [--epochs N] [--lr 0.01] [--batch-size B] [--seed 0]
-                   [--max-steps N] [--checkpoint-every N] [--resume] [--out DIR] [--no-progress]
+                   [--max-steps N] [--checkpoint-every N] [--teacher none|initial] [--resume]
+                   [--out DIR] [--no-progress]
 
 Rules:
   1. SUPERNET.pt is a file written by ``supernet compile`` / ``SuperNetwork.save``. REF is
@@ -54,6 +55,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints "
                    "(epoch ends always checkpoint)")
+    p.add_argument("--teacher", choices=("none", "initial"), default="none",
+                   help="initial: distil from a frozen copy of the maximal config at the start "
+                   "(the original model) instead of in place")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--out", help="output directory (default: <SUPERNET>.train next to it)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -85,6 +89,7 @@ def run_train(args: argparse.Namespace) -> int:
                                 checkpoint_dir=out / "checkpoints",
                                 checkpoint_every=args.checkpoint_every, resume=args.resume,
                                 seed=args.seed, max_steps=args.max_steps,
+                                teacher=None if args.teacher == "none" else args.teacher,
                                 progress=not args.no_progress, metrics_path=out / "metrics.jsonl")
     except (ModelRefError, DataRefError, DataUnavailableError, SupernetFileError, ValueError,
             FileNotFoundError) as exc:

@@ -16,8 +16,9 @@ Rules:
      loaders with the same seed yield the same batches. Its `EpochBatchSampler` starts at epoch 0
      and advances one epoch per iteration; ``set_epoch(e, start_batch=b)`` positions it exactly
      (this is what resuming uses), ``shard(rank, world)`` gives each rank every world-th sample
-     of each permutation (the union over ranks of their j-th batches is the one-process j-th
-     batch of ``world`` times the size). Train loaders drop the last incomplete batch.
+     of each permutation, cut to a multiple of ``world`` so every rank has as many batches
+     (the union over ranks of their j-th batches is the one-process j-th batch of ``world``
+     times the size). Train loaders drop the last incomplete batch.
   5. ``load_data(spec, **kwargs)``: ``"digits"``, ``"fashion-mnist"``, or a reference
      ``package.module:factory`` / ``path/file.py:factory`` called with ``kwargs``, returning
      ``(train, val)`` or a dict with keys ``"train"`` and ``"val"``. Every mistake raises
@@ -97,7 +98,8 @@ class EpochBatchSampler:
             order = torch.randperm(self.n, generator=gen)
         else:
             order = torch.arange(self.n)
-        return order[self.rank::self.world]
+        even = len(order) // self.world * self.world  # every rank the same number of batches
+        return order[:even][self.rank::self.world]
 
     def batches(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
         """The index batches of ``epoch`` from ``start_batch`` on, without moving the sampler."""
@@ -109,7 +111,7 @@ class EpochBatchSampler:
         return m // self.batch_size if self.drop_last else -(-m // self.batch_size)
 
     def __len__(self) -> int:
-        return self._count(len(range(self.rank, self.n, self.world)))
+        return self._count(self.n // self.world)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         epoch, start = self.epoch, self.start_batch

@@ -17,8 +17,9 @@ Rules:
      start (and resume) from identical weights.
   5. Only rank 0 writes checkpoints and metrics and shows progress (`DistContext.is_main`).
   6. ``sync_batch_norm(module, ctx)`` makes every batch norm of the network (elastic or plain)
-     normalise with the statistics of the global batch (torch's SyncBatchNorm function), for
-     the active channels only; without a process group it does nothing.
+     normalise in train mode with the statistics of the global batch, for the active channels
+     only, and update the running statistics with them (unbiased variance, as nn.BatchNorm);
+     without a process group it does nothing. On CPU too (torch's SyncBatchNorm is CUDA-only).
 """
 from __future__ import annotations
 
@@ -93,32 +94,50 @@ def broadcast_state(module: nn.Module, ctx: DistContext) -> None:
 
 
 class _SyncForward:
-    """An instance-level forward for one batch norm: global-batch statistics (Rule 6)."""
+    """An instance-level forward for one batch norm: global-batch statistics (Rule 6).
 
-    def __init__(self, owner: nn.Module, bn: nn.Module, world: int):
-        self.owner, self.bn, self.world = owner, bn, world
+    Sums and counts go through the differentiable all-reduce of ``torch.distributed.nn``, so
+    the backward is that of normalising the concatenated batch (on CPU and GPU alike)."""
+
+    def __init__(self, owner: nn.Module, bn: nn.Module):
+        self.owner, self.bn = owner, bn
         self.plain = owner.forward
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.nn.functional import all_reduce
+
         from runtime.elastic.channels import take
 
         bn, sel = self.bn, getattr(self.owner, "sel", None)
-        if not bn.training or bn.running_mean is None:
+        if not bn.training:
             return self.plain(x)
-        factor = bn.momentum if bn.momentum is not None else 0.0
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            factor = 1.0 / float(bn.num_batches_tracked)
-        mean, var = take(bn.running_mean, 0, sel), take(bn.running_var, 0, sel)
-        weight = take(bn.weight, 0, sel) if bn.weight is not None else None
-        bias = take(bn.bias, 0, sel) if bn.bias is not None else None
-        out = torch.nn.modules._functions.SyncBatchNorm.apply(
-            x, weight, bias, mean, var, bn.eps, factor, dist.group.WORLD, self.world)
-        if isinstance(sel, torch.Tensor):
-            with torch.no_grad():
-                bn.running_mean.index_copy_(0, sel.to(mean.device), mean)
-                bn.running_var.index_copy_(0, sel.to(var.device), var)
+        c, dims = x.shape[1], [0, *range(2, x.dim())]
+        local = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
+        total = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), local]))
+        n = total[-1]
+        mean = total[:c] / n
+        var = total[c:2 * c] / n - mean * mean
+        shape = (1, c) + (1,) * (x.dim() - 2)
+        out = (x - mean.view(shape)) * torch.rsqrt(var + bn.eps).view(shape)
+        if bn.weight is not None:
+            out = out * take(bn.weight, 0, sel).view(shape) + take(bn.bias, 0, sel).view(shape)
+        if bn.track_running_stats and bn.running_mean is not None:
+            self._update(bn, sel, mean.detach(), (var * n / (n - 1)).detach())
         return out
+
+    @staticmethod
+    def _update(bn: nn.Module, sel, mean: torch.Tensor, var: torch.Tensor) -> None:
+        from runtime.elastic.channels import take
+
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            rm, rv = take(bn.running_mean, 0, sel), take(bn.running_var, 0, sel)
+            rm.mul_(1 - factor).add_(mean, alpha=factor)
+            rv.mul_(1 - factor).add_(var, alpha=factor)
+            if isinstance(sel, torch.Tensor):  # a gathered copy: scatter it back
+                bn.running_mean.index_copy_(0, sel.to(rm.device), rm)
+                bn.running_var.index_copy_(0, sel.to(rv.device), rv)
 
 
 def sync_batch_norm(module: nn.Module, ctx: DistContext) -> int:
@@ -131,9 +150,9 @@ def sync_batch_norm(module: nn.Module, ctx: DistContext) -> int:
     inner = {id(m.module) for m in module.modules() if isinstance(m, ElasticBatchNorm)}
     for m in module.modules():
         if isinstance(m, ElasticBatchNorm):
-            m.forward = _SyncForward(m, m.module, ctx.world)
+            m.forward = _SyncForward(m, m.module)
             count += 1
         elif isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in inner:
-            m.forward = _SyncForward(m, m, ctx.world)
+            m.forward = _SyncForward(m, m)
             count += 1
     return count

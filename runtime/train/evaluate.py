@@ -15,6 +15,13 @@ Rules:
      resized to the config's resolution when the space has a resolution dimension.
   5. ``spanning_configs(supernet, n, seed)`` is a fixed set of ``n`` configs spanning the MACs
      range: the minimal and maximal configs plus sampled ones at evenly spaced MACs quantiles.
+  6. `SubnetEvaluator(supernet, val_loader, ...)` takes the calibration and validation batches
+     once (moved to the device) and evaluates configs with them: ``evaluator(config)`` equals
+     ``evaluate_subnet`` with the same arguments, without re-reading the data (the search's
+     accuracy objective).
+  7. ``extract_calibrated(supernet, config, calibration_loader)`` is ``extract(config)`` with
+     batch-norm statistics re-estimated for that sub-network (what to deploy); the super-network
+     is left as it was (Rule 2).
 
 Example:
     >>> import torch
@@ -25,6 +32,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -37,7 +45,8 @@ from runtime.train.calibrate import calibrate_batch_norm
 from runtime.train.data import take_batches
 from runtime.train.step import _resize
 
-__all__ = ["EvalResult", "evaluate_subnet", "evaluate_model", "spanning_configs"]
+__all__ = ["EvalResult", "evaluate_subnet", "evaluate_model", "spanning_configs",
+           "SubnetEvaluator", "extract_calibrated"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,29 @@ def _bn_buffers(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
+@contextlib.contextmanager
+def _calibrated(supernet: nn.Module, config, batches: list[torch.Tensor]):
+    """``config`` active with its own batch-norm statistics; everything restored on exit."""
+    saved = _bn_buffers(supernet)
+    was = supernet.training
+    try:
+        with supernet.activate(config):
+            if batches and saved:
+                calibrate_batch_norm(supernet, batches)
+            yield supernet
+    finally:
+        with torch.no_grad():
+            for live, copy in saved:  # Rule 2
+                live.copy_(copy)
+        supernet.train(was)
+
+
+def _inputs(supernet, config, loader, count: int, device) -> list[torch.Tensor]:
+    if count <= 0 or loader is None:
+        return []
+    return [_resize(supernet, _split(b)[0].to(device), config) for b in take_batches(loader, count)]
+
+
 def evaluate_subnet(supernet: nn.Module, config: Mapping[str, int], val_loader: Iterable, *,
                     calibration_loader: Any = None, calibration_batches: int = 8,
                     max_batches: int | None = None, device: Any = None,
@@ -113,24 +145,46 @@ def evaluate_subnet(supernet: nn.Module, config: Mapping[str, int], val_loader: 
     """Calibrate batch norm for ``config``, then top-1 and loss; restores everything (Rules 1-4)."""
     device = _device(supernet, device)
     config = supernet.space.validate(config)
-    saved = _bn_buffers(supernet)
-    was = supernet.training
-    resize = lambda x: _resize(supernet, x, config)  # noqa: E731  Rule 4
-    try:
-        with supernet.activate(config):
-            if calibration_batches > 0 and saved:
-                source = val_loader if calibration_loader is None else calibration_loader
-                batches = [resize(_split(b)[0].to(device))
-                           for b in take_batches(source, calibration_batches)]
-                calibrate_batch_norm(supernet, batches)
-            supernet.eval()
-            return _measure(supernet, val_loader, max_batches=max_batches, device=device,
-                            transform=resize, loss_fn=loss_fn)
-    finally:
-        with torch.no_grad():
-            for live, copy in saved:  # Rule 2
-                live.copy_(copy)
-        supernet.train(was)
+    source = val_loader if calibration_loader is None else calibration_loader
+    batches = _inputs(supernet, config, source, calibration_batches, device)
+    with _calibrated(supernet, config, batches):
+        supernet.eval()
+        return _measure(supernet, val_loader, max_batches=max_batches, device=device,
+                        transform=lambda x: _resize(supernet, x, config), loss_fn=loss_fn)
+
+
+class SubnetEvaluator:
+    """Rule 6: ``evaluate_subnet`` with the data read once."""
+
+    def __init__(self, supernet: nn.Module, val_loader: Iterable, *, calibration_loader: Any = None,
+                 calibration_batches: int = 8, max_batches: int | None = None,
+                 device: Any = None, loss_fn: Callable | None = None):
+        self.supernet, self.loss_fn = supernet, loss_fn
+        self.device = _device(supernet, device)
+        source = val_loader if calibration_loader is None else calibration_loader
+        self.calibration = [_split(b)[0].to(self.device)
+                            for b in take_batches(source, calibration_batches)]
+        val = list(val_loader) if max_batches is None else take_batches(val_loader, max_batches)
+        self.val = [tuple(t.to(self.device) for t in _split(b)) for b in val]
+
+    def __call__(self, config: Mapping[str, int]) -> EvalResult:
+        net = self.supernet
+        config = net.space.validate(config)
+        batches = [_resize(net, x, config) for x in self.calibration]
+        with _calibrated(net, config, batches):
+            net.eval()
+            return _measure(net, self.val, max_batches=None, device=self.device,
+                            transform=lambda x: _resize(net, x, config), loss_fn=self.loss_fn)
+
+
+def extract_calibrated(supernet: nn.Module, config: Mapping[str, int], calibration_loader: Any,
+                       *, calibration_batches: int = 8, device: Any = None) -> nn.Module:
+    """Rule 7: the extracted sub-network with its own batch-norm statistics, in eval mode."""
+    device = _device(supernet, device)
+    config = supernet.space.validate(config)
+    batches = _inputs(supernet, config, calibration_loader, calibration_batches, device)
+    with _calibrated(supernet, config, batches):
+        return supernet.extract(config).eval()
 
 
 def spanning_configs(supernet: nn.Module, n: int = 20, *, seed: int = 0,

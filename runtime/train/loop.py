@@ -29,12 +29,16 @@ Rules:
      gradients averaged (`runtime.train.distributed`), only rank 0 writes; ``sync_bn=True``
      synchronises batch statistics across ranks.
   7. A non-finite loss stops the run with `NonFiniteLossError` naming the step and sub-network.
+  8. ``teacher="initial"`` distils from a frozen copy of the super-network's maximal config as it
+     is when the run starts (the user's original model, Invariant 1): OFA's teacher without the
+     original model at hand. Its weights go into every checkpoint, so a resumed run distils
+     from the same teacher whatever network it resumes into.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +49,13 @@ import torch
 from torch import nn
 
 from runtime.train import checkpoint as ckpt
-from runtime.train.data import EpochBatchSampler, take_batches
+from runtime.train.data import take_batches
 from runtime.train.distributed import (DistContext, average_gradients, broadcast_state,
                                        setup_distributed, sync_batch_norm)
 from runtime.train.evaluate import _split, evaluate_subnet
-from runtime.train.schedules import Schedule, Warmup, apply_lr, make_schedule
+from runtime.train.runsetup import (batches_from, make_optimizer, metrics_file, place,
+                                    run_schedule, seed_all, steps_per_epoch)
+from runtime.train.schedules import Schedule, apply_lr
 from runtime.train.strategies import StepContext, Strategy, get_strategy
 
 __all__ = ["train_supernet", "TrainResult"]
@@ -84,64 +90,39 @@ class _Run:
     last_loss: float | None = None
 
 
-def _optimizer(optimizer, params, lr: float, momentum: float) -> torch.optim.Optimizer:
-    if optimizer is None:
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0,
-                               weight_decay=0.0)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer
-    if callable(optimizer):
-        return optimizer(params)
-    raise TypeError(f"optimizer must be an Optimizer, a factory params -> Optimizer or None, "
-                    f"got {type(optimizer).__name__}")
-
-
-def _schedule(strategy: Strategy, schedule: Any, total: int, spe: int, warmup_steps: int,
-              base_lr: float) -> Schedule:
-    own = strategy.lr_schedule(total_steps=total, steps_per_epoch=spe, base_lr=base_lr)
-    if own is None and not isinstance(schedule, str):
-        own = schedule
-    if own is None:
-        return make_schedule(schedule, total_steps=total, steps_per_epoch=spe,
-                             warmup_steps=warmup_steps)
-    return Warmup(inner=own, warmup_steps=warmup_steps) if warmup_steps > 0 else own
-
-
-def _seed_all(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    random.seed(seed)
-
-
-def _batches(loader: Any, epoch: int, start: int, run: _Run) -> Iterable:
-    """The loader's batches of ``epoch`` from batch ``start`` on (Rule 3)."""
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, EpochBatchSampler):
-        sampler.set_epoch(epoch, start)
-        return iter(loader)
-    if start == 0:
-        run.epoch_rng = torch.get_rng_state()
-        return iter(loader)
-    now = torch.get_rng_state()
-    torch.set_rng_state(run.epoch_rng)
-    it = iter(loader)
-    for _ in range(start):
-        next(it)
-    torch.set_rng_state(now)
-    return it
-
-
+@dataclass(kw_only=True)
 class _Trainer:
     """One run of `train_supernet` (kept as an object so each piece stays small)."""
 
-    def __init__(self, net, loader, strategy, optimizer, schedule, *, total, spe, epochs, dist_ctx,
-                 device, teacher, loss_fn, val_loader, eval_configs, calibration_batches,
-                 eval_max_batches, checkpoint_dir, checkpoint_every, metrics_path, progress,
-                 callback, max_steps):
-        self.__dict__.update(locals())
-        del self.__dict__["self"]
-        self.run = _Run()
-        self.hook = (lambda ps: average_gradients(ps, dist_ctx.world)) if dist_ctx.active else None
+    net: nn.Module
+    loader: Any
+    strategy: Strategy
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    total: int
+    spe: int
+    epochs: float
+    dist_ctx: DistContext
+    device: torch.device
+    teacher: nn.Module | None
+    loss_fn: Callable | None
+    val_loader: Any
+    eval_configs: list | None
+    calibration_batches: int
+    eval_max_batches: int | None
+    checkpoint_dir: str | Path | None
+    checkpoint_every: int | None
+    metrics_path: Path | None
+    progress: bool
+    callback: Callable | None
+    max_steps: int | None
+    save_teacher: bool = False
+    run: _Run = field(default_factory=_Run)
+
+    @property
+    def hook(self) -> Callable | None:
+        world = self.dist_ctx.world
+        return (lambda ps: average_gradients(ps, world)) if self.dist_ctx.active else None
 
     # ---------------------------------------------------------------- checkpoints
     def payload(self) -> dict[str, Any]:
@@ -154,7 +135,8 @@ class _Trainer:
                 "run": {"total_steps": self.total, "steps_per_epoch": self.spe,
                         "wall_s": run.wall_s, "images": run.images, "last_loss": run.last_loss,
                         "epoch_stats": json.dumps(run.epoch_stats)},
-                "history": json.dumps(run.history)}
+                "history": json.dumps(run.history),
+                **({"teacher": self.teacher.state_dict()} if self.save_teacher else {})}
 
     def save(self) -> str | None:
         if self.checkpoint_dir is None or not self.dist_ctx.is_main:
@@ -172,8 +154,17 @@ class _Trainer:
                 f"Resume with the same epochs, data and batch size, or use resume=False.")
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.strategy.load_state_dict(state["strategy"])
+        try:
+            self.strategy.load_state_dict(state["strategy"])
+        except ValueError as exc:
+            raise ckpt.CheckpointError(f"checkpoint {path}: {exc}. Resume with the same strategy "
+                                       f"and options, or use resume=False.") from exc
         ckpt.set_rng_state(state["rng"])
+        if self.save_teacher:
+            if "teacher" not in state:
+                raise ckpt.CheckpointError(f"checkpoint {path} has no teacher weights; it was not "
+                                           f"written by a run with teacher='initial'")
+            self.teacher.load_state_dict(state["teacher"])  # Rule 8
         run = self.run
         run.step, run.epoch_rng = int(state["step"]), state["data"]["epoch_rng"]
         run.wall_s, run.images, run.last_loss = meta["wall_s"], meta["images"], meta["last_loss"]
@@ -238,8 +229,11 @@ class _Trainer:
         bar = tqdm(total=self.spe, initial=start, desc=f"epoch {epoch + 1}/{math.ceil(self.epochs)}",
                    disable=not self.progress or not self.dist_ctx.is_main, leave=False)
         lr = self.optimizer.param_groups[0]["lr"]
-        cal = lambda: take_batches(self.loader, self.calibration_batches)  # noqa: E731
-        for batch in _batches(self.loader, epoch, start, run):
+        def cal() -> list:
+            return [(x.to(self.device), y) for x, y in map(_split, take_batches(
+                self.loader, self.calibration_batches))]
+
+        for batch in batches_from(self.loader, epoch, start, run):
             if run.step >= limit:
                 break
             t = time.perf_counter()
@@ -282,11 +276,21 @@ class _Trainer:
                            evaluation={k: v for k, v in final_eval.items() if k.endswith("top1")})
 
 
+def initial_teacher(supernet: nn.Module, name: str = "initial") -> nn.Module:
+    """Rule 8: a frozen, extracted copy of the maximal config."""
+    if name != "initial":
+        raise ValueError(f"teacher must be a module, 'initial' or None, got {name!r}")
+    teacher = supernet.extract(supernet.space.max_config()).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | Strategy = "sandwich",
                    strategy_options: dict | None = None, epochs: float | None = None,
                    optimizer: Any = None, lr: float = 0.01, momentum: float = 0.9,
                    schedule: str | Schedule = "cosine", warmup_epochs: float = 0.0,
-                   loss_fn: Callable | None = None, teacher: nn.Module | None = None,
+                   loss_fn: Callable | None = None, teacher: nn.Module | str | None = None,
                    val_loader: Any = None, eval_configs: Iterable | None = None,
                    calibration_batches: int = 8, eval_max_batches: int | None = None,
                    checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
@@ -294,49 +298,37 @@ def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | St
                    progress: bool = True, metrics_path: str | Path | None = None,
                    device: Any = None, sync_bn: bool = False,
                    callback: Callable | None = None) -> TrainResult:
-    """Train ``supernet`` with a strategy (Rules 1-7); returns a `TrainResult`."""
+    """Train ``supernet`` with a strategy (Rules 1-8); returns a `TrainResult`.
+
+    ``callback(step, step_result)`` runs after every step (``step`` counts finished steps)."""
     dist_ctx = setup_distributed()
-    _seed_all(seed)
+    seed_all(seed)
     strategy = get_strategy(strategy, **(strategy_options or {}))
-    if device is None and dist_ctx.active and torch.cuda.is_available():
-        device = f"cuda:{dist_ctx.local_rank}"
-    if device is not None:
-        supernet.to(device)
-        if teacher is not None:
-            teacher.to(device)
-    device = next(supernet.parameters()).device
-    if teacher is not None:
-        teacher.eval()
-    sampler = getattr(train_loader, "sampler", None)
-    if isinstance(sampler, EpochBatchSampler) and dist_ctx.active:
-        sampler.shard(dist_ctx.rank, dist_ctx.world)  # Rule 6
-    spe = len(train_loader)
-    if spe < 1:
-        raise ValueError("the training loader has no batches (dataset smaller than one batch?)")
+    initial = isinstance(teacher, str)
+    if initial:
+        teacher = initial_teacher(supernet, teacher)
+    device = place(supernet, teacher, device, dist_ctx)
+    spe = steps_per_epoch(train_loader, dist_ctx)
     epochs = strategy.default_epochs if epochs is None else float(epochs)
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
     total = max(1, math.ceil(epochs * spe))
     strategy.bind(supernet, seed=seed, total_steps=total, steps_per_epoch=spe)
-    opt = _optimizer(optimizer, [p for p in supernet.parameters() if p.requires_grad], lr, momentum)
-    sched = _schedule(strategy, schedule, total, spe, round(warmup_epochs * spe),
+    opt = make_optimizer(optimizer, [p for p in supernet.parameters() if p.requires_grad], lr, momentum)
+    sched = run_schedule(strategy, schedule, total, spe, round(warmup_epochs * spe),
                       opt.param_groups[0]["lr"])
     if sync_bn:
         sync_batch_norm(supernet, dist_ctx)
     broadcast_state(supernet, dist_ctx)
-    if checkpoint_dir is not None:
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    if metrics_path is None and checkpoint_dir is not None:
-        metrics_path = Path(checkpoint_dir) / "metrics.jsonl"
-    metrics_path = None if metrics_path is None else Path(metrics_path)
-    trainer = _Trainer(supernet, train_loader, strategy, opt, sched, total=total, spe=spe,
-                       epochs=epochs, dist_ctx=dist_ctx, device=device, teacher=teacher,
-                       loss_fn=loss_fn, val_loader=val_loader,
+    metrics_path = metrics_file(metrics_path, checkpoint_dir)
+    trainer = _Trainer(net=supernet, loader=train_loader, strategy=strategy, optimizer=opt,
+                       schedule=sched, total=total, spe=spe, epochs=epochs, dist_ctx=dist_ctx,
+                       device=device, teacher=teacher, loss_fn=loss_fn, val_loader=val_loader,
                        eval_configs=None if eval_configs is None else list(eval_configs),
                        calibration_batches=calibration_batches, eval_max_batches=eval_max_batches,
                        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                        metrics_path=metrics_path, progress=progress, callback=callback,
-                       max_steps=max_steps)
+                       max_steps=max_steps, save_teacher=initial)
     resumed = ckpt.latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
     if resumed is not None:
         trainer.restore(resumed)
@@ -350,5 +342,4 @@ def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | St
         result = trainer.fit()
     finally:
         supernet.train(was)
-    return TrainResult(**{**result.__dict__, "resumed_from": None if resumed is None
-                          else str(resumed)})
+    return dataclasses.replace(result, resumed_from=None if resumed is None else str(resumed))

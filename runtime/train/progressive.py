@@ -147,9 +147,9 @@ class ProgressiveShrinking(Strategy):
         have = sorted({d.kind for d in space if len(d.choices) > 1})
         if self.stages is None:  # Rule 6
             extra = ("resolution",) if "resolution" in have else ()
-            stages = [dataclasses.replace(s, train_dims=tuple(k for k in s.train_dims if k in have)
-                                          + extra) for s in DEFAULT_STAGES]
-            stages = [s for s in stages if s.train_dims] or [Stage(train_dims=tuple(have))]
+            kept = [(s, tuple(k for k in s.train_dims if k in have)) for s in DEFAULT_STAGES]
+            stages = [dataclasses.replace(s, train_dims=dims + extra) for s, dims in kept if dims]
+            stages = stages or [Stage(train_dims=tuple(have))]
             self.stage_list = tuple(dict.fromkeys(stages))  # drop stages made equal by filtering
         for i, s in enumerate(self.stage_list):
             missing = sorted(set(s.train_dims) - set(have))

@@ -14,7 +14,8 @@ Rules:
      ``kd_ratio`` * kd (OFA). The teacher logits carry no gradient: an external ``teacher``
      module (run once per step, in eval mode, under no_grad) or, in-place, the detached logits
      of the step's first ``"largest"`` task; with neither, the maximal config is run once under
-     no_grad.
+     no_grad, with batch statistics but without dropout and without updating any running
+     statistics.
   4. A non-finite loss raises `NonFiniteLossError` naming the step, the role and the config,
      before its backward.
   5. Weight decay (``weight_decay > 0``) is an exact L2 gradient term ``wd * p`` added to every
@@ -27,6 +28,9 @@ Rules:
   7. After the tasks: ``grad_hook(parameters)`` (distributed all-reduce), clipping of the total
      gradient norm to ``clip_grad_norm`` if set, ``optimizer.step()``. The previous config is
      active again on return.
+  8. ``zero_init_residual_bn(supernet)`` (BigNAS, for training from scratch only: it silences
+     every residual branch of a trained model) sets the scale of the last batch norm inside
+     each SkipBlock to zero, so every block starts as the identity it becomes when skipped.
 
 Example:
     >>> import torch
@@ -48,7 +52,7 @@ from torch import nn
 from runtime.elastic.space import SubnetConfig
 
 __all__ = ["Task", "StepResult", "StepOptions", "run_step", "soft_cross_entropy",
-           "NonFiniteLossError", "decay_parameters"]
+           "NonFiniteLossError", "decay_parameters", "zero_init_residual_bn"]
 
 LOSSES = ("labels", "kd", "labels+kd")
 
@@ -162,9 +166,27 @@ def _teacher_logits(supernet, inputs, teacher, state) -> torch.Tensor:
                 state["teacher"] = teacher(inputs).detach()
                 teacher.train(was)
             else:
-                with supernet.activate(supernet.space.max_config()):
+                with supernet.activate(supernet.space.max_config()), _quiet(supernet):
                     state["teacher"] = supernet(inputs).detach()
     return state["teacher"]
+
+
+@contextlib.contextmanager
+def _quiet(module: nn.Module):
+    """Rule 3: a teacher pass in train mode that changes no state (no dropout, no BN update)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum, None if m.num_batches_tracked is None else
+              m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = 1 * running + 0 * batch
+    try:
+        with _dropout_off(module, True):
+            yield
+    finally:
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 def _loss(task, logits, targets, loss_fn, opts, teacher_fn) -> torch.Tensor:
@@ -218,3 +240,17 @@ def run_step(supernet: nn.Module, tasks: Iterable[Task], inputs: torch.Tensor,
         optimizer.step()
     total = sum(t.weight * v for t, v in zip(tasks, losses))
     return StepResult(tasks, tuple(losses), total, int(inputs.shape[0]))
+
+
+def zero_init_residual_bn(supernet: nn.Module) -> int:
+    """Rule 8: zero the last batch-norm scale of every SkipBlock; returns how many."""
+    from runtime.elastic.blocks import SkipBlock
+
+    count = 0
+    for block in (m for m in supernet.modules() if isinstance(m, SkipBlock)):
+        norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms and norms[-1].weight is not None:
+            with torch.no_grad():
+                norms[-1].weight.zero_()
+            count += 1
+    return count

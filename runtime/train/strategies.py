@@ -230,6 +230,14 @@ class UpperAttentive(Strategy):
         _check(self.warmup_epochs >= 0,
                f"upper_attentive: warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
+    def on_bind(self, supernet: nn.Module) -> None:
+        if self._total_steps and self._steps_per_epoch:
+            epochs = self._total_steps / self._steps_per_epoch
+            _check(self.warmup_epochs < epochs,
+                   f"upper_attentive: warmup_epochs={self.warmup_epochs} covers the whole run of "
+                   f"{epochs:g} epochs, so only the largest would train; set warmup_epochs below "
+                   f"the number of epochs (e.g. {epochs / 4:g})")
+
     def plan(self, ctx: StepContext) -> list[Task]:
         largest = [Task(self._largest(), "largest", "labels")]
         if ctx.epoch < self.warmup_epochs:
