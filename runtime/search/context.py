@@ -9,7 +9,7 @@ Rules:
      batch has both (else from the whole first batch; ``reference_point`` sets the nadir) and
      never move, so curves of different tactics on one problem compare.
   3. ``seeds`` are genomes the first population starts with: the maximal config (the original
-     model, so the result can mark it), then warm-start seeds, then the minimal config.
+     model, so the result can mark it), the minimal config, then warm-start seeds.
   4. `Context.plateaued` is True when the hypervolume gained less than ``min_improvement``
      (relative) over the last ``patience`` batches.
 """
@@ -86,8 +86,9 @@ class Context:
         self._seen = len(validator.history)
         feasible = validator.feasible(new)
         if self.bounds is None:
-            extremes = [e for e in new if e.ok and e.config in (self.space.max_config(),
-                                                                  self.space.min_config())]
+            corners = (self.space.canonical(self.space.max_config()),
+                       self.space.canonical(self.space.min_config()))
+            extremes = [e for e in new if e.ok and e.config in corners]
             ok = extremes if len(extremes) == 2 else [e for e in new if e.ok]
             if not ok:
                 self.hv.append((len(validator.history), 0.0))
