@@ -196,8 +196,10 @@ def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "
                           constraints=constraints, search_id=sid)
     nadir = None if reference_point is None else validator.minimization(
         np.asarray(reference_point, dtype=float)[None])[0]
+    warm = warm_start_configs(warm_start, space)
+    info["warm_seeds"] = len(warm)
     ctx = Context(space, validator, algorithm, population, int(seed), options,
-                  _seeds(space, warm_start_configs(warm_start, space), population),
+                  _seeds(space, warm, population),
                   dict(algorithm_options or {}), nadir=nadir, bounds=bounds, info=info)
     validator.on_batch = ctx.after_batch
     bar, ctx.progress = _progress_bar(progress, budget)
