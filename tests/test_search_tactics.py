@@ -1,8 +1,7 @@
 """Warm start from a store, PopDB's restricted space, coarse-to-fine skeletons, progress bar."""
-import numpy as np
 
 from runtime.elastic import Dimension, SearchSpace
-from runtime.search import EvaluationStore, TacticOptions, search, warm_start_configs
+from runtime.search import TacticOptions, search, warm_start_configs
 from runtime.search.tactics_more import grid_skeletons, popdb_space
 from tests.search_helpers import SMALL, problem
 
