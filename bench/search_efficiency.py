@@ -2,7 +2,7 @@
 
     python -m bench.search_efficiency [--seeds 5] [--full-budget 5000] [--concurrent-budget 600]
                                       [--reference-budget 20000] [--skip-transfer]
-                                      [--supernet NET.pt --data REF] [-o bench/out/search.json]
+                                      [--supernet NET.pt --data REF] [-o bench/results/search.json]
 
 (a) The synthetic OFA-MobileNetV3-like problem of `bench/search_synthetic.py` (45 dimensions,
     accuracy validated, MACs computed). A reference hypervolume comes from one long NSGA-II
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     ap.add_argument("--supernet", help="(d) a trained super-network file")
     ap.add_argument("--data", help="(d) data reference for runtime.train.data.load_data")
     ap.add_argument("--real-budget", type=int, default=300)
-    ap.add_argument("-o", "--output", default="bench/out/search_efficiency.json")
+    ap.add_argument("-o", "--output", default="bench/results/search_efficiency.json")
     args = ap.parse_args(argv)
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)

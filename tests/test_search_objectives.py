@@ -76,12 +76,13 @@ def test_hypervolume_and_pareto_mask():
     assert pareto_mask(F).tolist() == [True, True, True, False, False]
     b = Bounds((0.0, 0.0), (1.0, 1.0))
     # three boxes up to the reference point (1.1, 1.1), computed by hand
-    assert hypervolume(F, b) == pytest.approx(1.1 * 0.1 + 0.6 * 0.5 + 0.1 * 0.5)
+    assert hypervolume(F, b, ref=1.1) == pytest.approx(1.1 * 0.1 + 0.6 * 0.5 + 0.1 * 0.5)
+    assert hypervolume(F, b) == pytest.approx(0.25)  # at the nadir only (0.5, 0.5) counts
     from pymoo.indicators.hv import HV
-    assert hypervolume(F, b) == pytest.approx(HV(ref_point=np.array([1.1, 1.1])).do(F[:3]))
+    assert hypervolume(F, b, ref=1.1) == pytest.approx(HV(ref_point=np.array([1.1, 1.1])).do(F[:3]))
     F3 = np.array([[0.1, 0.2, 0.3], [0.3, 0.1, 0.2]])
     b3 = Bounds((0.0,) * 3, (1.0,) * 3)
-    assert hypervolume(F3, b3) == pytest.approx(HV(ref_point=np.full(3, 1.1)).do(F3))
+    assert hypervolume(F3, b3) == pytest.approx(HV(ref_point=np.full(3, 1.0)).do(F3))
 
 
 def test_user_objective_length_is_checked():

@@ -35,11 +35,11 @@ def test_rank_held_out_accuracy(name):
     assert r.kendall_tau > 0.6 and r.mape < 3.0
 
 
-def test_ridge2_quadratic_predict_equals_the_explicit_features():
+def test_ridge2_quadratic_form_equals_the_kernel_ridge_it_folds():
     F, acc, _ = _data(100)
     est = make_predictor("ridge2").fit(F, acc)
-    explicit = est.estimator_.predict(est._transform(F)) * est.y_scale_ + est.y_mean_
-    np.testing.assert_allclose(est.predict(F), explicit, rtol=1e-9, atol=1e-9)
+    kernel = est.estimator_.predict(F[:30]) * est.y_scale_ + est.y_mean_
+    np.testing.assert_allclose(est.predict(F[:30]), kernel, rtol=1e-8, atol=1e-8)
 
 
 def test_unknown_predictor_lists_the_valid_ones():

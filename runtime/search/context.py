@@ -9,7 +9,7 @@ Rules:
      batch has both (else from the whole first batch; ``reference_point`` sets the nadir) and
      never move, so curves of different tactics on one problem compare.
   3. ``seeds`` are genomes the first population starts with: the maximal config (the original
-     model, so the result can mark it), then warm-start seeds, then the minimal config.
+     model, so the result can mark it), the minimal config, then warm-start seeds.
   4. `Context.plateaued` is True when the hypervolume gained less than ``min_improvement``
      (relative) over the last ``patience`` batches.
 """
@@ -31,7 +31,7 @@ __all__ = ["TacticOptions", "Context"]
 class TacticOptions:
     """Rule 1."""
 
-    predictor: str = "ensemble"  # runtime.search.predictors.make_predictor name
+    predictor: str = "svr"  # runtime.search.predictors.make_predictor name
     initial: int | None = None  # first validated sample (default: the population size)
     batch_size: int | None = None  # validations per concurrent iteration (default: population / 2)
     inner_generations: int = 100  # inner search generations on the predictors
@@ -86,8 +86,9 @@ class Context:
         self._seen = len(validator.history)
         feasible = validator.feasible(new)
         if self.bounds is None:
-            extremes = [e for e in new if e.ok and e.config in (self.space.max_config(),
-                                                                  self.space.min_config())]
+            corners = (self.space.canonical(self.space.max_config()),
+                       self.space.canonical(self.space.min_config()))
+            extremes = [e for e in new if e.ok and e.config in corners]
             ok = extremes if len(extremes) == 2 else [e for e in new if e.ok]
             if not ok:
                 self.hv.append((len(validator.history), 0.0))

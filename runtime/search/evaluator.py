@@ -138,9 +138,9 @@ class Validator:
         return self.budget - len(self.history)
 
     def keys(self, indices: np.ndarray) -> list[bytes]:
-        canon = self.space.canonical_indices(np.asarray(indices, dtype=np.int64))
-        return [row.tobytes() for row in canon.astype(np.int8 if canon.max(initial=0) < 127
-                                                      else np.int64)]
+        from runtime.search.problem import genome_keys  # one definition of a canonical key
+
+        return genome_keys(self.space, indices)
 
     def is_known(self, indices: np.ndarray) -> np.ndarray:
         return np.array([k in self.known for k in self.keys(indices)], dtype=bool)
@@ -168,7 +168,7 @@ class Validator:
         entries = []
         for i, c in enumerate(configs):
             vals = {}
-            for j, o in enumerate(self.objectives):
+            for o in self.objectives:
                 vals[o.name] = values[i].get(o.name) if o.validation else float(cheap[i][
                     self.cheap_objectives.index(o)])
             error = errors[i] or self._nan_error(c, vals)

@@ -17,7 +17,6 @@ Rules:
 from __future__ import annotations
 
 import numpy as np
-from pymoo.core.population import Population
 from pymoo.core.termination import NoTermination
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from sklearn.base import clone

@@ -4,7 +4,8 @@ Rules:
   1. Everything here works in minimisation form (maximised objectives negated) on successful,
      constraint-satisfying validated entries only; predictions never reach a result.
   2. Hypervolume is measured on objectives normalised by fixed `Bounds` (``ideal`` -> 0,
-     ``nadir`` -> 1) against the reference point 1.1 in every coordinate; two objectives are
+     ``nadir`` -> 1) against the reference point 1 (the nadir) in every coordinate, so the
+     trivial extremes add nothing and the curve measures the trade-off region; two objectives are
      computed exactly by a sweep, more through pymoo's ``Hypervolume``. Bounds are fixed once
      per search (from its first validated batch, or given), so the curve is monotone.
   3. `SearchResult.pareto` is sorted by the first objective; ``history`` is every validation
@@ -78,7 +79,7 @@ def _hv2d(P: np.ndarray, ref: np.ndarray) -> float:
     return float(hv)
 
 
-def hypervolume(F: np.ndarray, bounds: Bounds, ref: float = 1.1) -> float:
+def hypervolume(F: np.ndarray, bounds: Bounds, ref: float = 1.0) -> float:
     """Hypervolume of minimisation values ``F`` normalised by ``bounds`` (Rule 2)."""
     F = np.asarray(F, dtype=float)
     if F.size == 0:

@@ -13,8 +13,9 @@ Rules:
      measured or read from the store); ``population`` is the algorithm's population and the
      concurrent tactic's first sample (default: budget / 4, between 10 and 50).
   5. ``warm_start``: a `SearchResult`, an `EvaluationStore` or path (its Pareto set over the
-     objectives it recorded), or a list of configs; these seed the first population and are
-     validated again on this search's objectives. ``tactic="warm_start"`` requires it.
+     objectives it recorded), or a list of configs; these seed the first population (after the
+     maximal and minimal configs; spread evenly along the front when there are more than fit)
+     and are validated again on this search's objectives. ``tactic="warm_start"`` requires it.
   6. ``executor``: None (validations in this process), ``"processes"`` (a local process pool,
      shut down at the end), or any object with ``submit`` (concurrent.futures, Dask Client).
   7. ``progress=True`` shows a tqdm bar: validations, best hypervolume, ETA.
@@ -86,7 +87,9 @@ def _store_front(store: EvaluationStore) -> list[dict]:
     if not complete:
         return []
     F = np.array([[v[n] * (1 if known[n][1] else -1) for n in names] for _, v in complete])
-    return [json.loads(c) for (c, _), keep in zip(complete, pareto_mask(F)) if keep]
+    front = [(F[i, 0], json.loads(c)) for i, ((c, _), keep) in enumerate(zip(complete, pareto_mask(F)))
+             if keep]
+    return [c for _, c in sorted(front, key=lambda t: t[0])]  # along the first objective
 
 
 def warm_start_configs(source: Any, space: SearchSpace) -> list:
@@ -119,9 +122,14 @@ def _check_names(tactic: str, algorithm: str, warm_start: Any) -> None:
                          "path, or a list of configs)")
 
 
-def _seeds(space: SearchSpace, warm: Sequence) -> np.ndarray:
-    rows = [space.encode(space.max_config())] + [space.encode(c) for c in warm] + \
-        [space.encode(space.min_config())]
+def _seeds(space: SearchSpace, warm: Sequence, population: int) -> np.ndarray:
+    """The maximal and minimal configs, then warm seeds spread evenly along their front."""
+    warm = list(warm)
+    if len(warm) > population - 2:
+        warm = [warm[int(i)] for i in np.unique(np.linspace(0, len(warm) - 1,
+                                                            max(population - 2, 1)).round())]
+    rows = [space.encode(space.max_config()), space.encode(space.min_config())] + \
+        [space.encode(c) for c in warm]
     return np.array(rows, dtype=np.int64)
 
 
@@ -188,8 +196,10 @@ def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "
                           constraints=constraints, search_id=sid)
     nadir = None if reference_point is None else validator.minimization(
         np.asarray(reference_point, dtype=float)[None])[0]
+    warm = warm_start_configs(warm_start, space)
+    info["warm_seeds"] = len(warm)
     ctx = Context(space, validator, algorithm, population, int(seed), options,
-                  _seeds(space, warm_start_configs(warm_start, space)),
+                  _seeds(space, warm, population),
                   dict(algorithm_options or {}), nadir=nadir, bounds=bounds, info=info)
     validator.on_batch = ctx.after_batch
     bar, ctx.progress = _progress_bar(progress, budget)

@@ -13,8 +13,9 @@ Rules:
      the archive; stop on budget, on a hypervolume plateau, or when no new config is found.
      Every result is validated: nothing predicted is ever returned.
   4. ``warm_start`` is ``concurrent`` whose first population starts from a previous search's
-     Pareto set (``search(..., warm_start=...)``, re-validated on the new target); ``popdb``
-     and ``coarse_to_fine`` live in `tactics_more.py`.
+     Pareto set (``search(..., warm_start=...)``, re-validated on the new target); with warm
+     seeds the first population is just them and the corners (at least 10), not topped up with
+     random configs. ``popdb`` and ``coarse_to_fine`` live in `tactics_more.py`.
   5. All randomness comes from ``ctx.seed`` (pymoo's seeded generators, ``ctx.rng``).
 """
 from __future__ import annotations
@@ -84,7 +85,10 @@ def _batch_size(ctx: Context) -> int:
 def run_concurrent(ctx: Context) -> None:
     """Rule 3."""
     v, o = ctx.validator, ctx.options
-    v.validate(_first_population(ctx, o.initial or ctx.pop_size))
+    n0 = o.initial or ctx.pop_size
+    if ctx.info.get("warm_seeds") and not o.initial:  # a previous front is worth more than noise
+        n0 = min(ctx.pop_size, max(10, len(ctx.seeds)))
+    v.validate(_first_population(ctx, n0))
     stall = 0
     iterations = 0
     while v.remaining > 0 and stall < 3 and not ctx.plateaued():

@@ -1,0 +1,122 @@
+"""Predictor quality vs training samples: MAPE and Kendall tau on held-out real sub-networks.
+
+    python -m bench.predictors [--models mobilenet_v2,resnet50] [--input-shape 1,3,224,224]
+                               [--precisions fp32,int8] [--train-sizes 50,100,200,500]
+                               [--test 100] [--iterations 30] [--predictors ridge,svr,gbr,ensemble]
+                               [--supernet NET.pt --data REF] [-o bench/results/predictors.json]
+
+For each zoo model, its super-network (``compile_supernet``) is sampled uniformly; every sampled
+sub-network is extracted, lowered to OpenVINO (FP32, and INT8 with NNCF) and timed at batch 1 on
+one thread (``latency_objective``, p50 of ``--iterations`` calls, cached by architecture). The
+first ``--test`` sub-networks are held out; predictors are fitted on the first n of the rest for
+each n in ``--train-sizes`` on the masked encoding (`SearchSpace.features`). ``--supernet`` and
+``--data`` add the accuracy of a trained super-network (``runtime.train.evaluate_subnet``).
+Writes JSON and prints one line per (model, objective, predictor, n).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from runtime.search import latency_objective, make_predictor, predictor_report
+
+
+def _sample(net, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    seen, out = set(), []
+    while len(out) < n:
+        c = net.space.canonical(net.space.sample(rng))
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+def _scores(space, configs, values, args) -> list[dict]:
+    X = space.features(configs)
+    y = np.asarray(values, dtype=float)
+    test = args.test
+    rows = []
+    for name in args.predictors.split(","):
+        for n in map(int, args.train_sizes.split(",")):
+            if test + n > len(y):
+                continue
+            r = predictor_report(make_predictor(name), X[test:test + n], y[test:test + n],
+                                 X[:test], y[:test])
+            rows.append({"predictor": name, **r.to_dict()})
+    return rows
+
+
+def latency_rows(model_name: str, args) -> list[dict]:
+    from bench.models import ZOO
+    from compiler.pipeline import compile_supernet
+
+    shape = tuple(int(s) for s in args.input_shape.split(","))
+    torch.manual_seed(0)
+    net = compile_supernet(ZOO[model_name](num_classes=10).eval(), torch.zeros(shape)).eval()
+    sizes = [int(s) for s in args.train_sizes.split(",")]
+    configs = _sample(net, args.test + max(sizes), seed=0)
+    out = []
+    for precision in args.precisions.split(","):
+        obj = latency_objective(net, f"openvino:{precision}:1:1", input_shape=shape,
+                                iterations=args.iterations, warmup=3)
+        t = time.perf_counter()
+        values = obj.evaluate(configs)
+        seconds = time.perf_counter() - t
+        for row in _scores(net.space, configs, values, args):
+            row.update(model=model_name, objective=f"openvino_{precision}_ms",
+                       measure_s=round(seconds, 1), samples=len(configs))
+            out.append(row)
+            print(json.dumps(row))
+    return out
+
+
+def accuracy_rows(args) -> list[dict]:
+    from runtime.elastic import SuperNetwork
+    from runtime.search import accuracy_objective
+    from runtime.train.data import load_data
+
+    net = SuperNetwork.load(args.supernet).eval()
+    train, val = load_data(args.data)
+    sizes = [int(s) for s in args.train_sizes.split(",")]
+    configs = _sample(net, args.test + max(sizes), seed=0)
+    values = accuracy_objective(net, val, calibration_loader=train).evaluate(configs)
+    rows = []
+    for row in _scores(net.space, configs, values, args):
+        row.update(model=args.supernet, objective="top1")
+        rows.append(row)
+        print(json.dumps(row))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="mobilenet_v2,resnet50")
+    ap.add_argument("--input-shape", default="1,3,224,224")
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--train-sizes", default="50,100,200,500")
+    ap.add_argument("--test", type=int, default=100)
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--predictors", default="ridge,ridge2,svr,gbr,ensemble")
+    ap.add_argument("--supernet")
+    ap.add_argument("--data")
+    ap.add_argument("-o", "--output", default="bench/results/predictors.json")
+    args = ap.parse_args(argv)
+    rows = []
+    for model in filter(None, args.models.split(",")):
+        rows += latency_rows(model, args)
+    if args.supernet and args.data:
+        rows += accuracy_rows(args)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
