@@ -250,7 +250,8 @@ def run_pipeline(config, *, resume: bool = False, until: str | None = None, forc
     ``config`` is a `RunConfig`, a dict of its sections or a path to a JSON/YAML file. Every
     stage writes under ``output_dir`` and ends with ``<stage>/done.json``; ``resume=True`` skips
     completed stages and continues the interrupted one from its checkpoints or store. A folder
-    holding another run is refused unless ``resume`` (same config) or ``force`` (start over).
+    holding another run is refused unless ``resume`` (same config) or ``force`` (start over:
+    only the run's own files are deleted); a non-empty folder that is not a run is refused.
     ``until`` stops after that stage. Returns ``{stage: its summary}``.
     """
     import shutil
@@ -280,11 +281,17 @@ def run_pipeline(config, *, resume: bool = False, until: str | None = None, forc
                              if previous.get(k) != resolved.get(k))
             raise FileExistsError(f"{out} holds a run with another config (sections {changed} "
                                   "differ); use another output_dir, or --force to start over")
-    elif out.exists() and any(out.iterdir()) and not force and not marker.exists():
-        raise FileExistsError(f"{out} exists and is not empty; choose another output_dir or pass "
-                              "--force (its contents are deleted)")
-    if force and out.exists():
-        shutil.rmtree(out)
+    elif out.exists() and any(out.iterdir()) and not marker.exists():
+        raise FileExistsError(f"{out} exists and holds files that are not a supernet run; choose "
+                              "an empty or new output_dir (nothing there is deleted, not even "
+                              "with --force)")
+    if force and out.exists():  # only what a run writes: never the user's other files
+        for name in [n for n, _ in STAGES] + ["config.resolved.json", "report.json", "report.html"]:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     write_json(marker, resolved)
     ctx = RunContext(cfg, out, progress=progress, log=log,
                      source=str(config) if isinstance(config, (str, Path)) else None)

@@ -88,6 +88,21 @@ def test_until_stops_after_the_stage(tmp_path):
     torch.load(out / "compile" / "supernet.pt", weights_only=True)  # a code-free file
 
 
+def test_force_deletes_only_the_runs_own_files(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(FileExistsError, match="not a supernet run"):
+        run_pipeline(digits_config(out), until="original", force=True, progress=False)
+    assert (out / "notes.txt").exists()
+    (out / "notes.txt").unlink()
+    run_pipeline(digits_config(out), until="original", progress=False, log=lambda s: None)
+    (out / "notes.txt").write_text("the user's")
+    run_pipeline(digits_config(out), until="original", force=True, progress=False,
+                 log=lambda s: None)
+    assert (out / "notes.txt").read_text() == "the user's" and (out / "original" / "done.json").exists()
+
+
 def test_bad_input_fails_before_any_work(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(ConfigError) as info:

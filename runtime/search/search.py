@@ -103,6 +103,11 @@ def warm_start_configs(source: Any, space: SearchSpace) -> list:
         configs = _store_front(store)
     else:
         configs = list(source)
+    return canonical_valid(space, configs)
+
+
+def canonical_valid(space: SearchSpace, configs) -> list:
+    """The canonical form of each config that is valid in ``space`` (others are dropped)."""
     out = []
     for c in configs:
         try:

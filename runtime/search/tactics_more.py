@@ -45,12 +45,8 @@ def _past_configs(source: Any, space: SearchSpace) -> list:
         configs = [json.loads(c) for c in dict.fromkeys(r.config for r in store.rows())]
     else:
         configs = list(source)
-    out = []
-    for c in configs:
-        try:
-            out.append(space.canonical(c))
-        except ValueError:
-            continue
+    from runtime.search.search import canonical_valid
+    out = canonical_valid(space, configs)
     if len(out) < 2:
         raise ValueError(f"popdb needs at least 2 past configs valid in this space, got {len(out)}")
     return out
