@@ -82,18 +82,6 @@ def _select(ctx: RunContext, pool: list[dict], original_acc: float) -> list[dict
     return chosen
 
 
-def _calibrated_extract(ctx: RunContext, net, config: dict) -> torch.nn.Module:
-    from runtime.train.calibrate import calibrate_batch_norm
-    batches = [b[0] for b in ctx.calibration_batches(2 * ctx.cfg.data.calibration_batches)]
-    saved = {k: v.clone() for k, v in net.state_dict().items()}
-    try:
-        with net.activate(config):
-            calibrate_batch_norm(net, batches)
-            return net.extract(config).eval()
-    finally:
-        net.load_state_dict(saved)
-
-
 def _write_and_verify(ctx: RunContext, name: str, module: torch.nn.Module) -> dict:
     """Rule 3 for one model; Rule 5 marker."""
     from runtime.lower.artifacts import evaluate_artifact, write_artifacts
@@ -163,6 +151,7 @@ def _measure(ctx: RunContext, modules: dict[str, torch.nn.Module], infos: dict[s
 
 
 def stage_export(ctx: RunContext) -> dict:
+    from runtime.train.evaluate import extract_calibrated
     t0 = time.perf_counter()
     net = ctx.supernet("train").eval()
     original_acc = ctx.cfg.search.ref_acc
@@ -181,7 +170,8 @@ def stage_export(ctx: RunContext) -> dict:
     infos = {"original": _write_and_verify(ctx, "original", ctx.model())}
     for i, c in enumerate(chosen):
         name = f"subnet_{i}"
-        modules[name] = _calibrated_extract(ctx, net, c["config"])
+        calib = ctx.calibration_batches(2 * ctx.cfg.data.calibration_batches)
+        modules[name] = extract_calibrated(net, c["config"], calib, calibration_batches=len(calib))
         ctx.path("export", name).mkdir(parents=True, exist_ok=True)
         infos[name] = _write_and_verify(ctx, name, modules[name])
         infos[name].update(config=c["config"], role=c["role"], macs=c["macs"],

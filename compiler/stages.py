@@ -68,7 +68,8 @@ class RunContext:
     def example_input(self) -> torch.Tensor:
         return torch.zeros(self.cfg.model.input_shape)
 
-    def loaders(self, key: str = "loaders") -> tuple[Any, Any]:
+    def loaders(self) -> tuple[Any, Any]:
+        key = "loaders"
         if key not in self._memo:
             from runtime.train.data import load_data
             d = self.cfg.data
@@ -96,17 +97,13 @@ class RunContext:
         return self._memo["search_val"]
 
     def calibration_batches(self, count: int) -> list:
-        """The first ``count`` training batches of a fresh loader (BN calibration, INT8): the
-        same batches whatever this process did before, so a resumed stage sees what an
-        uninterrupted one saw."""
+        """The first ``count`` training batches (BN calibration, INT8): `take_batches` returns
+        epoch 0's whatever the loader did before, so a resumed stage sees what an uninterrupted
+        one saw."""
+        from runtime.train.data import take_batches
         key = ("calib", count)
         if key not in self._memo:
-            batches = []
-            for images, labels in self.loaders("calibration_loaders")[0]:
-                batches.append((images, labels))
-                if len(batches) >= count:
-                    break
-            self._memo[key] = batches
+            self._memo[key] = take_batches(self.loaders()[0], count)
         return self._memo[key]
 
     def model(self) -> torch.nn.Module:
