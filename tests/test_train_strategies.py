@@ -8,7 +8,10 @@ import torch.nn.functional as F
 from runtime.train import (DelayedEpsilonShrinking, NonFiniteLossError, ProgressiveShrinking,
                            RandomSubnets, Sandwich, Task, UpperAttentive, digits_loaders,
                            epsilon_ramp, get_strategy, run_step, strategy_names)
-from runtime.train.samplers import CompoundSampler, UniformSampler, stage_couplings
+import numpy as np
+
+from runtime.train.samplers import (CompoundSampler, MacsSampler, UniformSampler, make_sampler,
+                                    stage_couplings)
 from runtime.train.step import StepOptions
 from tests.train_helpers import supernet
 
@@ -178,6 +181,29 @@ def test_compound_sampler_couples_each_stage_depth_with_its_widths(net):
     assert isinstance(s._sampler, CompoundSampler)
 
 
+def test_macs_sampler_spreads_draws_evenly_over_the_macs_range(net):
+    top, low = net.macs(net.max_config()), net.macs(net.min_config())
+
+    def share_above_half(draws):
+        fractions = np.array([(net.macs(c) - low) / (top - low) for c in draws])
+        return (fractions > 0.5).mean(), np.histogram(fractions, bins=4, range=(0, 1))[0]
+
+    uniform = UniformSampler(net.space, seed=0)
+    macs = MacsSampler(net.space, net.macs, seed=0)
+    u_share, _ = share_above_half([uniform.sample() for _ in range(400)])
+    m_share, m_hist = share_above_half([macs.sample() for _ in range(400)])
+    assert m_share > u_share + 0.15, (m_share, u_share)  # uniform draws pile up at the low end
+    assert m_hist.min() >= 40, m_hist  # every quarter of the range is drawn (100 each if ideal)
+    a, b = MacsSampler(net.space, net.macs, seed=7), MacsSampler(net.space, net.macs, seed=8)
+    a.sample()
+    b.load_state_dict(a.state_dict())  # a resumed run draws the same sub-networks
+    assert [a.sample() for _ in range(5)] == [b.sample() for _ in range(5)]
+    s = get_strategy("sandwich", sampler="macs").bind(net, seed=3)
+    assert isinstance(s._sampler, MacsSampler) and s._sampler.smallest() == net.min_config()
+    with pytest.raises(ValueError, match="needs cost="):
+        make_sampler("macs", net.space)
+
+
 def test_sampler_state_round_trips(net):
     a = UniformSampler(net.space, seed=5)
     a.sample()
@@ -216,7 +242,7 @@ def test_non_finite_loss_names_step_and_subnetwork(net, batch):
     ("deps", {"p_warmup": 0.0}, r"must be in \(0, 1\)"),
     ("sandwich", {"n": 1}, r"n \(sub-networks per step\) must be an integer >= 2, got 1"),
     ("upper_attentive", {"variant": "swap"}, r"variant must be 'replace' or 'remove'"),
-    ("random", {"sampler": "sobol"}, r"sampler must be 'uniform' or 'compound'"),
+    ("random", {"sampler": "sobol"}, r"sampler must be 'uniform', 'compound' or 'macs'"),
     ("progressive_shrinking", {"stages": [{"train_dims": ["depth"], "epoch": 1}]},
      r"unknown key\(s\) \['epoch'\]; valid keys"),
 ])

@@ -22,8 +22,8 @@ Rules:
   4. `RandomSubnets` (OFA-style): ``n`` sub-networks drawn from the sampler, labels (or labels
      + distillation with ``distill``).
   5. `ProgressiveShrinking` (OFA / BootstrapNAS) lives in `runtime.train.progressive`.
-  6. Common options: ``sampler`` ("uniform" or "compound": CompOFA's coupling, see
-     `runtime.train.samplers`), ``temperature``, ``weight_decay`` and ``decay_scope``,
+  6. Common options: ``sampler`` ("uniform"; "compound": CompOFA's coupling; "macs":
+     AttentiveNAS's uniform-MACs draws, see `runtime.train.samplers`), ``temperature``, ``weight_decay`` and ``decay_scope``,
      ``dropout_largest_only``, ``clip_grad_norm``. Out-of-range values raise ValueError saying
      what is allowed; ``get_strategy(name, **options)`` lists valid names and options.
   7. State (``state_dict``): the step count and the sampler's generator, JSON-able, so a
@@ -97,8 +97,9 @@ class Strategy:
     _total_steps: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check(self.sampler in ("uniform", "compound"),
-               f"{self.name}: sampler must be 'uniform' or 'compound', got {self.sampler!r}")
+        _check(self.sampler in ("uniform", "compound", "macs"),
+               f"{self.name}: sampler must be 'uniform', 'compound' or 'macs', got "
+               f"{self.sampler!r}")
         self.step_options()  # validates temperature, weight decay, scope
         _check(self.clip_grad_norm is None or self.clip_grad_norm > 0,
                f"{self.name}: clip_grad_norm must be > 0 or None, got {self.clip_grad_norm}")
@@ -123,7 +124,9 @@ class Strategy:
              steps_per_epoch: int | None = None) -> "Strategy":
         """Attach to a super-network and a run length; builds the seeded sampler."""
         self._supernet = supernet
-        self._sampler = make_sampler(self.sampler, supernet.space, supernet.bindings, seed=seed)
+        cost = getattr(supernet, "macs", None) if self.sampler == "macs" else None
+        self._sampler = make_sampler(self.sampler, supernet.space, supernet.bindings, seed=seed,
+                                     cost=cost)
         self._total_steps, self._steps_per_epoch = total_steps, steps_per_epoch
         self._step = 0
         self.on_bind(supernet)
