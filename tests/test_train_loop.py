@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from runtime.train import (CheckpointError, calibrate_batch_norm, digits_loaders, evaluate_model,
                            evaluate_subnet, latest_checkpoint, load_checkpoint, take_batches,
                            train_supernet, zero_init_residual_bn)
+from runtime.train.layout import to_channels_last
 from tests.train_helpers import mlp, supernet, trained_resnet
 from tests.train_jobs import dist_run, resume_job
 
@@ -32,8 +33,10 @@ def test_short_sandwich_keeps_the_largest_and_makes_the_smallest_useful():
     net = supernet(model)
     result = train_supernet(net, train, strategy="sandwich", epochs=6, lr=0.02, progress=False,
                             val_loader=val, calibration_batches=4)
-    largest = evaluate_subnet(net, net.max_config(), val, calibration_loader=train).top1
-    smallest = evaluate_subnet(net, net.min_config(), val, calibration_loader=train).top1
+    largest = evaluate_subnet(net, net.max_config(), val, calibration_loader=train,
+                              calibration_batches=4).top1
+    smallest = evaluate_subnet(net, net.min_config(), val, calibration_loader=train,
+                               calibration_batches=4).top1
     assert base > 95 and largest >= base - 1.0, (base, largest)
     assert smallest > 40, smallest  # chance is 10%
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5, 6]
@@ -148,7 +151,7 @@ def test_progressive_shrinking_bn_adapt_recalibrates_the_largest_at_the_stage_en
     train_supernet(net, train, strategy="progressive_shrinking",
                    strategy_options={"stages": stages, "n": 1}, optimizer=optimizer,
                    calibration_batches=2, progress=False)
-    ref = supernet()
+    ref = to_channels_last(supernet())  # the layout train_supernet trains in (same arithmetic)
     calibrate_batch_norm(ref, [x for x, _ in take_batches(train, 2)])
     for (k, a), b in zip(net.state_dict().items(), ref.state_dict().values()):
         assert torch.allclose(a.double(), b.double(), atol=1e-6), k

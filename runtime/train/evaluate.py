@@ -43,6 +43,7 @@ from torch import nn
 
 from runtime.train.calibrate import calibrate_batch_norm
 from runtime.train.data import take_batches
+from runtime.train.layout import as_layout, uses_channels_last
 from runtime.train.step import _resize
 
 __all__ = ["EvalResult", "evaluate_subnet", "evaluate_model", "spanning_configs",
@@ -76,13 +77,14 @@ def _measure(model: nn.Module, loader: Iterable, *, max_batches: int | None,
              device: torch.device, transform: Callable = lambda x: x,
              loss_fn: Callable | None = None) -> EvalResult:
     loss_fn = loss_fn or F.cross_entropy
+    cl = uses_channels_last(model)  # the batch in the model's own layout
     correct, total, loss_sum = 0, 0, 0.0
     with torch.no_grad():
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
             x, y = _split(batch)
-            x, y = transform(x.to(device)), y.to(device)
+            x, y = transform(as_layout(x.to(device), cl)), y.to(device)
             logits = model(x)
             loss_sum += float(loss_fn(logits, y)) * len(y)
             correct += int((logits.argmax(-1) == y).sum())
@@ -135,7 +137,9 @@ def _calibrated(supernet: nn.Module, config, batches: list[torch.Tensor]):
 def _inputs(supernet, config, loader, count: int, device) -> list[torch.Tensor]:
     if count <= 0 or loader is None:
         return []
-    return [_resize(supernet, _split(b)[0].to(device), config) for b in take_batches(loader, count)]
+    cl = uses_channels_last(supernet)
+    return [_resize(supernet, as_layout(_split(b)[0].to(device), cl), config)
+            for b in take_batches(loader, count)]
 
 
 def evaluate_subnet(supernet: nn.Module, config: Mapping[str, int], val_loader: Iterable, *,
@@ -162,10 +166,11 @@ class SubnetEvaluator:
         self.supernet, self.loss_fn = supernet, loss_fn
         self.device = _device(supernet, device)
         source = val_loader if calibration_loader is None else calibration_loader
-        self.calibration = [_split(b)[0].to(self.device)
+        cl = uses_channels_last(supernet)
+        self.calibration = [as_layout(_split(b)[0].to(self.device), cl)
                             for b in take_batches(source, calibration_batches)]
         val = list(val_loader) if max_batches is None else take_batches(val_loader, max_batches)
-        self.val = [tuple(t.to(self.device) for t in _split(b)) for b in val]
+        self.val = [tuple(as_layout(t.to(self.device), cl) for t in _split(b)) for b in val]
 
     def __call__(self, config: Mapping[str, int]) -> EvalResult:
         net = self.supernet
