@@ -60,3 +60,16 @@ def test_yaml_config_loads(tmp_path):
     path.write_text(yaml.safe_dump({**MINIMAL, "training": {"strategy": "deps", "epochs": 3}}))
     cfg = load_run_config(path)
     assert cfg.training.strategy == "deps" and cfg.training.epochs == 3
+
+
+def test_the_readme_shows_the_demo_config_exactly_and_it_validates():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = re.search(r"`bench/fmnist_demo.json`, complete:\s*```json\n(.*?)```", readme, re.S)
+    assert block, "the README lost the demo config block"
+    demo = json.loads((root / "bench" / "fmnist_demo.json").read_text())
+    assert json.loads(block.group(1)) == demo
+    assert load_run_config(root / "bench" / "fmnist_demo.json").training.options == {"sampler": "macs"}
