@@ -9,7 +9,9 @@ Rules:
      MACs whose whole-set accuracy is within ``tolerance_pt`` of the original model's; then
      further sub-networks of the re-evaluated front spread over MACs. ``pareto_spread`` skips
      the first pick.
-  3. Each chosen sub-network gets its BN statistics re-calibrated for it, is extracted, and is
+  3. Each chosen sub-network gets its BN statistics re-calibrated for it (the same batches as
+     the whole-set evaluation of Rule 1, so the accuracy the selection judged is the exported
+     module's, not a neighbour's with other statistics), is extracted, and is
      written in every format (`runtime.lower.artifacts`); every artifact's accuracy is measured
      on the whole validation set: FP32 formats must agree with PyTorch within 0.1 pt and INT8
      within 1 pt (or one image, on a set too small to resolve that), and the result of that
@@ -53,9 +55,14 @@ def _candidates(ctx: RunContext, net) -> list[dict]:
     return near[:3 * k + 2] + rest[::step][:2 * k]
 
 
+def _calibration(ctx: RunContext) -> list:
+    """Rules 1 and 3: the batches that re-calibrate BN for every whole-set evaluation and export."""
+    return ctx.calibration_batches(2 * ctx.cfg.data.calibration_batches)
+
+
 def _evaluate_full(ctx: RunContext, net, candidates: list[dict]) -> list[dict]:
     from runtime.train.evaluate import evaluate_subnet
-    calib = ctx.calibration_batches(ctx.cfg.data.calibration_batches)
+    calib = _calibration(ctx)
     for e in candidates:
         e["accuracy"] = evaluate_subnet(net, e["config"], ctx.loaders()[1], calibration_loader=calib,
                                         calibration_batches=len(calib)).top1
@@ -170,7 +177,7 @@ def stage_export(ctx: RunContext) -> dict:
     infos = {"original": _write_and_verify(ctx, "original", ctx.model())}
     for i, c in enumerate(chosen):
         name = f"subnet_{i}"
-        calib = ctx.calibration_batches(2 * ctx.cfg.data.calibration_batches)
+        calib = _calibration(ctx)
         modules[name] = extract_calibrated(net, c["config"], calib, calibration_batches=len(calib))
         ctx.path("export", name).mkdir(parents=True, exist_ok=True)
         infos[name] = _write_and_verify(ctx, name, modules[name])

@@ -61,6 +61,9 @@ def test_whole_pipeline_writes_verified_exports_and_a_report(tmp_path):
         assert (out / sub["artifacts"][fmt]).exists()
     assert abs(sub["exports"]["pytorch"] - sub["accuracy"]) <= 0.6  # one image of 397
     assert abs(sub["exports"]["openvino_fp32"] - sub["accuracy"]) <= 0.6
+    # the selection judged the module that was exported (same BN calibration), not a neighbour
+    chosen = json.loads((out / "export" / "selection.json").read_text())
+    assert abs(chosen[0]["accuracy"] - sub["accuracy"]) <= 0.6
     loaded = torch.export.load(out / sub["artifacts"]["pytorch"]).module()
     assert loaded(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
     assert set(sub["latency"]) == {"openvino-fp32-b1-t1-cpu", "openvino-int8-b1-t1-cpu"}
