@@ -8,6 +8,10 @@ Rules:
      (a flatten of (C, H, W) into a linear layer has ``inner = H * W``: channel i occupies
      features ``[i * inner, (i + 1) * inner)``). Active width ``w`` keeps the first ``w``
      channels of the segment, i.e. its first ``w * inner`` features.
+  1b. A *part* ``Segment(group, size, inner, start, total)`` holds channels
+     ``[start, start + size)`` of a group of ``total`` channels (behind a channel shuffle or a
+     split of concatenated channels, each segment is such a part). Width ``w`` keeps its
+     channels below ``w``: ``clamp(w - start, 0, size)`` of them, possibly none.
   2. `select` returns ``None`` when every segment is full (no slicing at all), an ``int``
      prefix length when every segment before the last is full (slicing is then a view),
      and otherwise a LongTensor index (the concatenation of ``offset + arange(w * inner)``).
@@ -27,6 +31,11 @@ Example:
     [0, 1, 4, 5]
     >>> active_size((Segment("c", 3, inner=4),), {"c": 2})
     8
+    >>> part = (Segment("a", 2, start=0, total=4), Segment("b", 2), Segment("a", 2, start=2, total=4))
+    >>> select(part, {"a": 3, "b": 2})  # 2 + 2 + 1 channels: a prefix
+    5
+    >>> select(part, {"a": 1, "b": 2}).tolist()  # 1 + 2 + 0
+    [0, 2, 3]
 """
 from __future__ import annotations
 
@@ -41,16 +50,27 @@ __all__ = ["Segment", "ChannelMap", "Selection", "select", "active_size", "full_
 
 @dataclass(frozen=True)
 class Segment:
-    """``size`` channels of width group ``group`` (None = frozen), each repeated ``inner`` times."""
+    """``size`` channels of width group ``group`` (None = frozen), each repeated ``inner`` times;
+    a part (Rule 1b) holds channels ``[start, start + size)`` of a group of ``total``."""
 
     group: str | None
     size: int
     inner: int = 1
+    start: int = 0
+    total: int | None = None  # the group's channels, for a part (None: the whole group)
 
     def __post_init__(self) -> None:
-        if self.size < 1 or self.inner < 1:
+        if self.size < 1 or self.inner < 1 or self.start < 0:
             raise ValueError(f"Segment({self.group!r}, size={self.size}, inner={self.inner}): "
-                             "size and inner must be >= 1")
+                             "size and inner must be >= 1, start >= 0")
+        if self.total is not None and self.start + self.size > self.total:
+            raise ValueError(f"Segment({self.group!r}): channels [{self.start}, "
+                             f"{self.start + self.size}) exceed the group's {self.total}")
+
+    @property
+    def group_size(self) -> int:
+        """The channels of the whole group (its maximal width)."""
+        return self.size if self.total is None else self.total
 
 
 ChannelMap = tuple[Segment, ...]
@@ -68,6 +88,7 @@ def full_size(cmap: ChannelMap) -> int:
 
 
 def _width(seg: Segment, widths: Mapping[str, int]) -> int:
+    """Active channels of the segment (Rules 1, 1b)."""
     if seg.group is None:
         return seg.size
     try:
@@ -75,9 +96,9 @@ def _width(seg: Segment, widths: Mapping[str, int]) -> int:
     except KeyError:
         raise ValueError(f"no width given for group {seg.group!r} "
                          f"(widths name {sorted(widths)})") from None
-    if not 1 <= w <= seg.size:  # Rule 3
-        raise ValueError(f"width {w} for group {seg.group!r} is outside [1, {seg.size}]")
-    return w
+    if not 1 <= w <= seg.group_size:  # Rule 3
+        raise ValueError(f"width {w} for group {seg.group!r} is outside [1, {seg.group_size}]")
+    return min(max(w - seg.start, 0), seg.size)
 
 
 def active_size(cmap: ChannelMap, widths: Mapping[str, int]) -> int:
@@ -149,9 +170,15 @@ def sel_size(sel: Selection, full: int) -> int:
 
 
 def map_to_list(cmap: ChannelMap | None) -> list | None:
-    """JSON form of a map: ``[[group, size, inner], ...]``."""
-    return None if cmap is None else [[s.group, s.size, s.inner] for s in cmap]
+    """JSON form of a map: ``[[group, size, inner], ...]``, parts with ``start, total`` too."""
+    if cmap is None:
+        return None
+    return [[s.group, s.size, s.inner] + ([s.start, s.total] if s.total is not None else [])
+            for s in cmap]
 
 
 def map_from_list(data: list | None) -> ChannelMap | None:
-    return None if data is None else tuple(Segment(g, int(n), int(i)) for g, n, i in data)
+    if data is None:
+        return None
+    return tuple(Segment(item[0], *(None if v is None else int(v) for v in item[1:]))
+                 for item in data)
