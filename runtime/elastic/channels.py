@@ -42,6 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Union
 
+import numpy as np
 import torch
 
 __all__ = ["Segment", "ChannelMap", "Selection", "select", "active_size", "full_size",
@@ -129,26 +130,70 @@ def select(cmap: ChannelMap, widths: Mapping[str, int]) -> Selection:
 
 
 class Selector:
-    """A compiled `ChannelMap` with a cache of selections keyed by the widths tuple (Rule 4)."""
+    """A compiled `ChannelMap` with a cache of selections keyed by the widths tuple (Rule 4).
 
-    __slots__ = ("cmap", "groups", "full", "_cache")
+    A map of many segments or of parts (behind a channel shuffle: one segment per channel) is
+    compiled into per-feature arrays once, and selected by one vectorised comparison."""
+
+    __slots__ = ("cmap", "groups", "full", "_cache", "_features")
 
     def __init__(self, cmap: ChannelMap):
         self.cmap = tuple(cmap)
         self.groups = map_groups(self.cmap)
         self.full = full_size(self.cmap)
         self._cache: dict[tuple, Selection] = {}
+        many = len(self.cmap) > 16 or any(s.total is not None for s in self.cmap)
+        self._features = _features(self.cmap, self.groups) if many else None
 
     def select(self, widths: Mapping[str, int], device: torch.device | None = None) -> Selection:
         key = (tuple([widths[g] for g in self.groups]), device)
         try:
             return self._cache[key]
         except KeyError:
-            sel = self._cache[key] = _compute(self.cmap, widths, device)
+            if self._features is None:
+                sel = _compute(self.cmap, widths, device)
+            else:
+                sel = _from_mask(self.active_mask(widths), device)
+            self._cache[key] = sel
             return sel
+
+    def active_mask(self, widths: Mapping[str, int]) -> np.ndarray:
+        """A bool per feature of the full axis: whether it is active under ``widths``."""
+        gid, chan, sizes = self._features or _features(self.cmap, self.groups)
+        lim = np.empty(len(self.groups) + 1, dtype=np.int64)
+        for i, g in enumerate(self.groups):
+            w = int(widths[g])
+            if not 1 <= w <= sizes[i]:  # Rule 3
+                raise ValueError(f"width {w} for group {g!r} is outside [1, {sizes[i]}]")
+            lim[i] = w
+        lim[-1] = np.iinfo(np.int64).max  # frozen segments (slot -1): always active
+        return chan < lim[gid]
 
     def size(self, widths: Mapping[str, int]) -> int:
         return active_size(self.cmap, widths)
+
+
+def _features(cmap: ChannelMap, groups: tuple[str, ...]):
+    """(group slot per feature (-1: frozen), channel index per feature, group sizes)."""
+    slot = {g: i for i, g in enumerate(groups)}
+    sizes = [0] * len(groups)
+    gid, chan = [], []
+    for s in cmap:
+        gid.append(np.full(s.size * s.inner, slot.get(s.group, -1), dtype=np.int64))
+        chan.append(np.repeat(np.arange(s.start, s.start + s.size, dtype=np.int64), s.inner))
+        if s.group is not None:
+            sizes[slot[s.group]] = s.group_size
+    return np.concatenate(gid), np.concatenate(chan), sizes
+
+
+def _from_mask(mask: np.ndarray, device) -> Selection:
+    """Rule 2 from a feature mask: None (all), a prefix length, or an index."""
+    n = int(mask.sum())
+    if n == mask.size:
+        return None
+    if mask[:n].all():
+        return n
+    return torch.from_numpy(np.flatnonzero(mask)).to(device)
 
 
 def take(t: torch.Tensor, dim: int, sel: Selection) -> torch.Tensor:

@@ -36,11 +36,12 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from runtime.elastic.base import ElasticOp
-from runtime.elastic.channels import ChannelMap, Selector, _width
+from runtime.elastic.channels import ChannelMap, Selector
 
 __all__ = ["ChannelPermute", "ChannelSplit", "IndexSelect", "SplitSizes", "relayout_selector"]
 
@@ -108,17 +109,6 @@ class ChannelSplit(ElasticOp):
         return SplitSizes(self.sizes if self.sel is None else self.sel, self.dim)
 
 
-def _active(cmap: ChannelMap, widths: Mapping[str, int]) -> torch.Tensor:
-    """A bool mask over the full axis: which features are active."""
-    parts = []
-    for seg in cmap:
-        n = _width(seg, widths) * seg.inner
-        part = torch.zeros(seg.size * seg.inner, dtype=torch.bool)
-        part[:n] = True
-        parts.append(part)
-    return torch.cat(parts)
-
-
 class _RelayoutSelector(Selector):
     """Rule 4: a `Selector` whose selection is a relayout op's state rather than a slice."""
 
@@ -126,7 +116,7 @@ class _RelayoutSelector(Selector):
 
     def __init__(self, cmap: ChannelMap, op_kind: str, layout: tuple[int, ...]):
         super().__init__(cmap)
-        self.op_kind, self.layout = op_kind, layout
+        self.op_kind, self.layout = op_kind, np.asarray(layout, dtype=np.int64)
 
     def select(self, widths: Mapping[str, int], device: torch.device | None = None):
         key = (tuple([widths[g] for g in self.groups]), device)
@@ -137,17 +127,15 @@ class _RelayoutSelector(Selector):
             return sel
 
     def _compute(self, widths, device):
-        active = _active(self.cmap, widths)
-        if bool(active.all()):
+        active = self.active_mask(widths)
+        if active.all():
             return None
+        counts = np.concatenate(([0], np.cumsum(active)))
         if self.op_kind == "split":
-            bounds = torch.tensor((0,) + self.layout).cumsum(0)
-            counts = active.long().cumsum(0)
-            ends = [int(counts[b - 1]) if b else 0 for b in bounds.tolist()]
-            return tuple(b - a for a, b in zip(ends, ends[1:]))
-        compact = active.long().cumsum(0) - 1
-        index = torch.tensor(self.layout, dtype=torch.long)
-        return compact[index[active[index]]].to(device)
+            ends = counts[np.concatenate(([0], np.cumsum(self.layout)))]
+            return tuple(int(b - a) for a, b in zip(ends, ends[1:]))
+        kept = self.layout[active[self.layout]]  # active inputs, in output order
+        return torch.from_numpy(counts[kept]).to(device)  # their compact positions
 
 
 def relayout_selector(op: ElasticOp, cmap: ChannelMap) -> Selector:
