@@ -134,22 +134,42 @@ def _keep_blocks(stages, keep) -> tuple:
     return tuple(out)
 
 
+def _frozen(analysis: Analysis, cfg) -> tuple[set, frozenset]:
+    """(nodes inside ``frozen_modules``, the width groups they touch)."""
+    ir = analysis.ir
+    nodes = {n for n in ir.names if any(
+        (ir.info(n).module_path or "").startswith(p) for p in cfg.frozen_modules)}
+    return nodes, frozenset(s.group for u in analysis.width_groups.uses
+                            if u.node in nodes for s in u.segments)
+
+
+def relayout_conflicts(analysis: Analysis, cfg) -> dict[str, str]:
+    """{block: why it is not skippable}: a block whose body shuffles or splits elastic channels
+    (ShuffleNet's units) hands on its channels in another order than it takes them, so
+    identity cannot stand in for it once widths shrink; the widths are kept, the depth is not."""
+    wg, (_, frozen_groups) = analysis.width_groups, _frozen(analysis, cfg)
+    elastic = {g.name for g in wg.elastic if len(g.choices) > 1} - frozen_groups
+    relaid = {r.node for r in wg.relayouts if any(s.group in elastic for s in r.segments)}
+    return {b.name: f"its channel shuffle/split {sorted(relaid & set(b.nodes))[0]} re-lays out "
+                    "elastic channels, so skipping it would not be identity (widths kept)"
+            for b in analysis.blocks.blocks if relaid & set(b.nodes)}
+
+
 def _plan(analysis: Analysis, cfg, example_inputs):
     from passes.emit_supernet import EmitPlan
 
     ir = analysis.ir
-    frozen_nodes = {n for n in ir.names if any(
-        (ir.info(n).module_path or "").startswith(p) for p in cfg.frozen_modules)}
+    frozen_nodes, frozen_groups = _frozen(analysis, cfg)
     # find_skippable_blocks' Rule 14 records say where blocks were not searched for; a block
     # found around such a node is still single-entry single-exit.
     bad = frozen_nodes | {u.node for u in analysis.unsupported
                           if u not in analysis.blocks.unsupported or u.rule != "Rule 14"}
-    frozen_groups = frozenset(s.group for u in analysis.width_groups.uses
-                              if u.node in frozen_nodes for s in u.segments)
     names = None if isinstance(cfg.depth, str) else set(cfg.depth)
+    conflicts = relayout_conflicts(analysis, cfg)
     stages = () if cfg.depth == "off" else _keep_blocks(
         analysis.blocks.stages,
-        lambda b: not (bad & {b.entry, *b.nodes} - {b.entry}) and (names is None or b.name in names))
+        lambda b: not (bad & {b.entry, *b.nodes} - {b.entry}) and b.name not in conflicts
+        and (names is None or b.name in names))
     if names is not None:
         missing = names - {b.name for s in analysis.blocks.stages for b in s.blocks}
         if missing:
@@ -224,6 +244,9 @@ def build_supernet(analysis: Analysis, example_inputs, config):
     meta = {"model": type(analysis.ir.gm).__name__, "config": config.to_dict(),
             "input_shapes": [list(s) for s in analysis.ir.input_shapes],
             "unsupported": [u.to_dict() for u in analysis.unsupported]}
+    conflicts = relayout_conflicts(analysis, config)
+    if conflicts:  # reported, never dropped silently
+        meta["not_skippable"] = conflicts
     return emit_supernet(gm, plan, meta=meta)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from passes._width_ops import HINT_FREEZE, TDesc, D, _meet_other, _norm_dim, shape
-from passes._width_rules import Desc, Seg, arg, is_node
+from passes._width_rules import Desc, Seg, arg, is_node, whole
 
 HINT_HEADS = ("attention is elastic in whole heads when q/k/v come from linears, heads are "
               "split off the last axis as (..., heads, head_size) and meet only in batched "
@@ -19,7 +19,7 @@ def split_heads(st, node, d: Desc, s, out):
     The channel space becomes ``outer`` copies of a new heads space of ``heads`` units, each
     ``head_size`` channels wide (fused QKV: outer = 3); the output carries the heads axis."""
     axis = d.axis
-    if axis != len(s) - 1 or len(d.segs) != 1 or d.segs[0].inner != 1 \
+    if axis != len(s) - 1 or len(d.segs) != 1 or d.segs[0].inner != 1 or not whole(st, d.segs[0]) \
             or tuple(out[:axis]) != tuple(s[:axis]) or len(out) - axis < 2:
         return None
     *outer, heads, size = out[axis:]
@@ -35,7 +35,8 @@ def split_channels(st, node, d: Desc, sizes: list[int]):
     """Rule 19: a split of a plain channel axis into pieces makes each piece a space of its own
     (a fused QKV projection split into q, k and v). The pieces must end up in one group of one
     size (the emitter makes the split a chunk); otherwise they are frozen and reported."""
-    if len(d.segs) != 1 or d.segs[0].inner != 1 or sum(sizes) != d.length or len(sizes) < 2:
+    if len(d.segs) != 1 or d.segs[0].inner != 1 or not whole(st, d.segs[0]) \
+            or sum(sizes) != d.length or len(sizes) < 2:
         return None
     parts = tuple(st.new_space(n, node.name) for n in sizes)
     st.refine_(d.segs[0], parts, node.name)

@@ -9,7 +9,8 @@ from passes._width_ops import HANDLERS_BASE, HINT_FREEZE, ShapeOf, TDesc, D, _no
 from passes._width_attention import (on_matmul, on_sdpa, on_select, on_slice, on_t, piece_sizes,
                                      split_channels, split_heads)
 from compiler.ops import LIKE_NAMES
-from passes._width_rules import Desc, PDesc, Seg, arg, is_node, rest_args
+from passes._width_rules import Desc, Grid, PDesc, Seg, arg, is_node, rest_args
+from passes._width_shuffle import cut_pieces, merge_grid, permute_grid, split_grid
 
 HINT_RESHAPE = ("write the reshape with -1 or sizes read from x.shape, or keep that part frozen; "
                 "attention-head and channel-shuffle reshapes are frozen by design")
@@ -53,12 +54,17 @@ def _reshape_target(s, out, axis):
 def on_reshape(st, node):  # Rule 14
     d, s = D(st, node.args[0]), shape(st, node.args[0])
     out = st.ir.info(node.name).shape
+    if isinstance(d, Grid):  # Rule 22: a channel shuffle's last view
+        return merge_grid(st, node, d, s, out)
     if not isinstance(d, Desc):
         return None
     j, inner = _reshape_target(s, out, d.axis)
     heads = split_heads(st, node, d, s, out) if j is None else None
     if heads is not None:
         return heads
+    grid = split_grid(st, node, d, s, out) if j is None else None
+    if grid is not None:  # Rule 22: a channel shuffle's first view
+        return grid
     if j is None:
         st.unsupported_(node.name, "Rule 14", f"reshape {tuple(s)} -> {tuple(out)} splits the "
                         "channel axis (e.g. attention heads or channel shuffle)", HINT_RESHAPE, [d])
@@ -76,6 +82,8 @@ def on_permute(st, node):  # Rule 9
     d = D(st, node.args[0])
     nd = len(st.ir.info(node.name).shape)
     perm = [_norm_dim(p, nd) for p in rest_args(node, "dims")]
+    if isinstance(d, Grid):
+        return permute_grid(d, perm)
     if isinstance(d, Desc):
         return Desc(perm.index(d.axis), d.segs)
     if isinstance(d, PDesc):
@@ -88,6 +96,8 @@ def on_transpose(st, node):  # Rule 9
     nd = len(st.ir.info(node.name).shape)
     a, b = (_norm_dim(arg(node, i, n), nd) for i, n in ((1, "dim0"), (2, "dim1")))
     swap = {a: b, b: a}
+    if isinstance(d, Grid):
+        return permute_grid(d, [swap.get(k, k) for k in range(nd)])
     if isinstance(d, Desc):
         return Desc(swap.get(d.axis, d.axis), d.segs)
     if isinstance(d, PDesc):
@@ -164,6 +174,9 @@ def on_split_like(st, node, _=None):  # Rule 13 (channel split) / Rule 10 (other
         pieces = split_channels(st, node, d, sizes) if len(sizes) == n else None
         if pieces is not None:
             return pieces
+        cut = cut_pieces(st, node, d, sizes) if len(sizes) == n else None
+        if cut is not None:  # Rule 22: a split of concatenated or shuffled channels
+            return TDesc(cut)
         st.unsupported_(node.name, "Rule 13", f"{kind} along the channel axis", HINT_FREEZE, [d])
         return TDesc((None,) * n)
     if kind == "unbind":

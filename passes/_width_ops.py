@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from passes._width_rules import Desc, PDesc, State, arg, is_node
+from passes._width_rules import Desc, PDesc, State, arg, is_node, whole
 
 HINT_FREEZE = ("it is kept at full width; replace it with standard layers or mark the module "
                "frozen to silence this")
@@ -78,7 +78,7 @@ def _grouped_conv(st, node, mod, d):
     channels. Its input space becomes G copies of a per-group space (weight dim 1), its output
     G copies of another (weight dim 0 in G blocks); widths count channels per group."""
     g, cin, cout = mod.groups, mod.in_channels // mod.groups, mod.out_channels // mod.groups
-    if d is not None and (len(d.segs) != 1 or d.segs[0].inner != 1):
+    if d is not None and (len(d.segs) != 1 or d.segs[0].inner != 1 or not whole(st, d.segs[0])):
         st.unsupported_(node.name, "Rule 13", f"grouped convolution (groups={g}) of "
                         "concatenated channels", "only a grouped conv fed by one layer is "
                         "elastic (in whole groups' worth)", [d])

@@ -22,9 +22,12 @@ from passes.unsupported import Unsupported
 
 @dataclass(frozen=True)
 class Seg:
+    """``size`` channels of a space, each repeated ``inner`` times; channels
+    ``[start, start + size)`` of it behind a shuffle or a split of concatenated channels."""
     space: int
     size: int
     inner: int = 1
+    start: int = 0
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,21 @@ class Desc:
     @property
     def length(self) -> int:
         return sum(s.size * s.inner for s in self.segs)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Rule 22: channels split over two axes by a reshape ``(C) -> (G, C / G)`` on the way to a
+    channel shuffle: ``pieces[g]`` is at index g of axis `outer`, each indexed along `axis`
+    (where the per-piece count is), of the tensor `source` the reshape split."""
+    outer: int
+    axis: int
+    pieces: tuple[tuple[Seg, ...], ...]
+    source: str
+
+    @property
+    def segs(self) -> tuple[Seg, ...]:
+        return tuple(s for p in self.pieces for s in p)
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,8 @@ class State:
         self.grouped: dict[int, int] = {}  # Rule 3b: per-group space -> conv groups
         # (node, role, axis, segs): "reshape" output axes, "split" inputs (Rules 14, 19)
         self.layouts: list[tuple[str, str, int, tuple[Seg, ...]]] = []
+        # Rule 22: (kind, node, source, axis, source segs, index or sizes)
+        self.relayouts: list[tuple[str, str, str, int, tuple[Seg, ...], tuple[int, ...]]] = []
 
     def new_space(self, size: int, origin: str, frozen: str | None = None) -> Desc:
         self.parent.append(len(self.parent))
@@ -101,8 +121,9 @@ class State:
 
     def unite_segs(self, a: Desc, b: Desc) -> bool:
         """Rule 6: unite two channel axes segment by segment; False if their layouts differ."""
-        if [(s.size, s.inner) for s in a.segs] != [(s.size, s.inner) for s in b.segs]:
-            return False
+        if [(s.size, s.inner, s.start, self.size[s.space]) for s in a.segs] != \
+                [(s.size, s.inner, s.start, self.size[s.space]) for s in b.segs]:
+            return False  # a part (Rule 22) meets only the same part of a space of its size
         for sa, sb in zip(a.segs, b.segs):
             self.union(sa.space, sb.space)
         return True
@@ -113,8 +134,48 @@ class State:
         self.refine.append((seg.space, parts, node))
 
 
+def cut_segs(segs, lo: int, hi: int) -> tuple[Seg, ...] | None:
+    """Rule 22: the segments covering features ``[lo, hi)`` of the axis `segs` make (parts
+    of the segments they cut); None when a cut falls inside a repeated channel (``inner``)."""
+    out, offset = [], 0
+    for s in segs:
+        n = s.size * s.inner
+        a, b = max(lo, offset), min(hi, offset + n)
+        if a < b:
+            if (a - offset) % s.inner or (b - offset) % s.inner:
+                return None
+            out.append(Seg(s.space, (b - a) // s.inner, s.inner, s.start + (a - offset) // s.inner))
+        offset += n
+    return tuple(out)
+
+
+def whole(st, seg: Seg) -> bool:
+    """Whether `seg` is all of its space (not a part behind a shuffle or split, Rule 22)."""
+    return seg.start == 0 and seg.size == st.size[seg.space]
+
+
+def unit_segs(segs) -> list[Seg] | None:
+    """One segment per channel (None if a channel is repeated: ``inner > 1``)."""
+    if any(s.inner != 1 for s in segs):
+        return None
+    return [Seg(s.space, 1, 1, s.start + i) for s in segs for i in range(s.size)]
+
+
+def merge_segs(segs) -> tuple[Seg, ...]:
+    """Adjacent segments of consecutive channels of one space, joined."""
+    out: list[Seg] = []
+    for s in segs:
+        last = out[-1] if out else None
+        if last is not None and last.space == s.space and last.inner == s.inner == 1 \
+                and last.start + last.size == s.start:
+            out[-1] = Seg(s.space, last.size + s.size, 1, last.start)
+        else:
+            out.append(s)
+    return tuple(out)
+
+
 def _segs(d) -> tuple[Seg, ...]:
-    return d.segs if isinstance(d, Desc) else ()
+    return d.segs if isinstance(d, (Desc, Grid)) else ()
 
 
 def _lcm(a: int, b: int) -> int:

@@ -24,6 +24,11 @@ Rules:
      fixed); a reshape whose output axis carries an elastic group gets ``-1`` at that axis, so
      head counts and widths are inferred at run time (the traced constant would break); a
      channel split into equal pieces of one elastic group (fused QKV) becomes a ``chunk``.
+  10. A channel shuffle or split whose channels carry an elastic group (find_width_groups'
+     Rule 22) is replaced by a `ChannelPermute` / `ChannelSplit` module at
+     ``_relayout.<node>``, bound through its input's channel map; a shuffle that restores the
+     order is dropped. The traced view / transpose / view (and the size reads only they used)
+     are removed. Channel maps carry parts of groups (``Segment.start``, ``total``).
 
 Unsupported:
   - A module called at several nodes with different channel maps: ValueError naming it.
@@ -52,6 +57,7 @@ from passes.find_skippable_blocks import Stage
 from passes.find_width_groups import WidthGroups
 from runtime.elastic import (Bindings, DepthBinding, Dimension, ElasticParameter, KernelBinding,
                              OpBinding, SearchSpace, Segment, SkipBlock, SuperNetwork, wrap)
+from runtime.elastic.relayout import ChannelPermute, ChannelSplit
 
 __all__ = ["EmitPlan", "emit_supernet"]
 
@@ -74,12 +80,23 @@ def _elastic(plan: EmitPlan) -> dict[str, str]:
             if not g.frozen and len(g.choices) > 1 and g.name not in plan.frozen_groups}
 
 
+def _runtime_map(plan: EmitPlan, elastic: dict, segments) -> tuple[Segment, ...]:
+    """Analysis segments as a runtime channel map (parts keep their start and group size)."""
+    sizes = {g.name: g.size for g in plan.width_groups.groups}
+    out = []
+    for s in segments:
+        part = s.start != 0 or s.size != sizes.get(s.group, s.size)
+        out.append(Segment(elastic.get(s.group), s.size, s.inner, s.start,
+                           sizes[s.group] if part else None))
+    return tuple(out)
+
+
 def _maps(plan: EmitPlan) -> dict[str, dict]:
     """{node: {"in"/"out": channel map, "dim": param dim}} for nodes with an elastic map."""
     elastic = _elastic(plan)
     maps: dict[str, dict] = {}
     for use in plan.width_groups.uses:
-        segs = tuple(Segment(elastic.get(s.group), s.size, s.inner) for s in use.segments)
+        segs = _runtime_map(plan, elastic, use.segments)
         if all(s.group is None for s in segs):
             continue
         entry = maps.setdefault(use.node, {"dim": use.dim})
@@ -176,6 +193,45 @@ def _split_as_chunk(node: fx.Node, n: int, dim: int) -> None:
         node.target, node.args, node.kwargs = "chunk", (node.args[0], n), {"dim": dim}
     else:
         node.target, node.args, node.kwargs = torch.chunk, (node.args[0], n), {"dim": dim}
+
+
+def _relayouts(gm: fx.GraphModule, plan: EmitPlan, renamed: dict) -> dict[int, tuple]:
+    """Rule 10: elastic shuffles and splits become relayout ops; {id(op): (in_map, None)}."""
+    elastic, nodes, ops = _elastic(plan), {n.name: n for n in gm.graph.nodes}, {}
+    for r in plan.width_groups.relayouts:
+        cmap = _runtime_map(plan, elastic, r.segments)
+        if all(s.group is None for s in cmap):
+            continue  # fixed channels: the traced code runs as it is
+        node, source = nodes[r.node], nodes[renamed.get(r.source, r.source)]
+        if r.kind == "permute" and r.index == tuple(range(len(r.index))):
+            node.replace_all_uses_with(source)
+            _erase_dead(gm.graph, node, source)
+            renamed[r.node] = source.name
+            continue
+        if "_relayout" not in gm._modules:
+            gm.add_module("_relayout", torch.nn.Module())
+        op = ChannelPermute(r.index, r.dim) if r.kind == "permute" else ChannelSplit(r.sizes, r.dim)
+        gm._relayout.add_module(r.node, op)
+        with gm.graph.inserting_before(node):
+            call = gm.graph.call_module(f"_relayout.{r.node}", (source,))
+        node.replace_all_uses_with(call)
+        _erase_dead(gm.graph, node, source)
+        renamed[r.node], nodes[call.name] = call.name, call
+        ops[id(op)] = (cmap, None)
+    return ops
+
+
+def _erase_dead(graph: fx.Graph, node: fx.Node, source: fx.Node) -> None:
+    """Erase `node` and what only it used, back to `source` (a shuffle's views, size reads)."""
+    todo, erased = [node], set()
+    while todo:
+        n = todo.pop()
+        if n is source or n in erased or n.users or n.op in ("placeholder", "output"):
+            continue
+        inputs = list(n.all_input_nodes)
+        graph.erase_node(n)
+        erased.add(n)
+        todo += inputs
 
 
 def _outline(gm: fx.GraphModule, block, path: str, renamed: dict[str, str]) -> None:
@@ -291,7 +347,8 @@ def emit_supernet(gm: fx.GraphModule, plan: EmitPlan, *, meta: dict | None = Non
     kernel_dims = {id(gm.get_submodule(p)): f"kernel:{p}" for p in kernel_choices}
     renamed: dict = {}
     _dynamic_reshapes(gm, plan)
-    elastic_ops = _wrap_modules(gm, _maps(plan), kernel_choices, renamed)
+    relayout_ops = _relayouts(gm, plan, renamed)
+    elastic_ops = {**_wrap_modules(gm, _maps(plan), kernel_choices, renamed), **relayout_ops}
     if "_blocks" not in gm._modules and plan.stages:
         gm.add_module("_blocks", torch.nn.Module())
     stage_paths = {}

@@ -60,11 +60,21 @@ Rules:
   20. Batched matrix products and scaled-dot-product attention unite the spaces their operands
       carry on one batch axis (the heads axis of q, k and v); a channel on a matrix axis is
       Rule 13. A space refined two different ways (Rules 18-19) is frozen.
+  22. Channel shuffle and splits of concatenated channels are index maps (ShuffleNet). A
+      reshape ``(C) -> (G, C / G)`` of the channel axis, a transpose/permute of those two axes,
+      ``contiguous`` and a reshape merging them back move channel ``g * C/G + i`` to
+      ``i * G + g``; a chunk/split of an axis made of several segments (a concat, a shuffle)
+      cuts it at fixed positions. Spaces are not refined: a tensor's axis is described channel
+      by channel as *parts* of spaces (``Segment.start``), so every conv keeps one width group,
+      and the result lists each shuffle and split as a `Relayout` (the emitter replaces them by
+      a gather and a width-following split). Such a group keeps its channels in their order
+      (`reorder_channels` leaves it), and its choices keep every piece of a split non-empty.
+      Anything else done to the two-axis intermediate is Rule 13.
 
 Unsupported (frozen and reported; ``strict=True`` raises one error listing them all):
   - a grouped convolution fed by concatenated channels;
-  - chunk/split of concatenated channels and reshapes that split channels other than
-    attention heads off the last axis (channel shuffle);
+  - reshapes that split channels other than attention heads off the last axis or a channel
+    shuffle's ``(G, C / G)`` (Rule 22), and ops other than a shuffle's on those two axes;
   - matmul/einsum over a channel-carrying matrix axis; grouped-query attention (k/v with fewer
     heads than q);
   - functional conv/linear/batch-norm with graph weights; unknown modules and functions;
@@ -88,10 +98,11 @@ from compiler.ir import IRGraph
 from compiler.ops import local_rules
 from passes._width_layout import HANDLERS
 from passes._width_ops import on_unknown
-from passes._width_rules import Desc, Seg, State, classify, rest_args
+from passes._width_rules import Desc, Seg, State, classify, cut_segs, rest_args, whole
+from passes._width_shuffle import grid_misuse, min_active
 from passes.unsupported import Unsupported, raise_if_strict
 
-__all__ = ["GroupingConfig", "Segment", "ChannelUse", "WidthGroup", "WidthGroups",
+__all__ = ["GroupingConfig", "Segment", "ChannelUse", "Relayout", "WidthGroup", "WidthGroups",
            "find_width_groups", "width_choices", "heads_choices"]
 
 
@@ -119,10 +130,31 @@ class GroupingConfig:
 
 @dataclass(frozen=True)
 class Segment:
-    """``size`` channels of `group` along an axis, each repeated ``inner`` times (Rule 8)."""
+    """``size`` channels of `group` along an axis, each repeated ``inner`` times (Rule 8);
+    channels ``[start, start + size)`` of the group for a part (Rule 22)."""
     group: str
     size: int
     inner: int = 1
+    start: int = 0
+
+
+@dataclass(frozen=True)
+class Relayout:
+    """Rule 22: `node` re-lays out the channels of `source` along `dim`, whose segments are
+    `segments`: ``kind == "permute"``: output channel p is input channel ``index[p]``;
+    ``kind == "split"``: pieces of ``sizes`` channels (its outputs are the tuple items)."""
+    kind: str
+    node: str
+    source: str
+    dim: int
+    segments: tuple[Segment, ...]
+    index: tuple[int, ...] = ()
+    sizes: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = {"kind": self.kind, "node": self.node, "source": self.source, "dim": self.dim,
+             "groups": list(dict.fromkeys(s.group for s in self.segments))}
+        return d | ({"sizes": list(self.sizes)} if self.kind == "split" else {})
 
 
 @dataclass(frozen=True)
@@ -172,6 +204,7 @@ class WidthGroups:
     unsupported: tuple[Unsupported, ...]
     config: GroupingConfig = field(default_factory=GroupingConfig)
     layouts: tuple[ChannelUse, ...] = ()  # reshapes: where their output carries channels
+    relayouts: tuple[Relayout, ...] = ()  # Rule 22: channel shuffles and splits
 
     @property
     def elastic(self) -> tuple[WidthGroup, ...]:
@@ -202,8 +235,9 @@ class WidthGroups:
         return lines
 
     def to_dict(self) -> dict:
-        return {"groups": [g.to_dict() for g in self.groups],
-                "unsupported": [u.to_dict() for u in self.unsupported]}
+        d = {"groups": [g.to_dict() for g in self.groups],
+             "unsupported": [u.to_dict() for u in self.unsupported]}
+        return d | ({"relayouts": [r.to_dict() for r in self.relayouts]} if self.relayouts else {})
 
 
 def width_choices(size: int, cfg: GroupingConfig, multiple_of: int = 1) -> tuple[int, ...]:
@@ -237,9 +271,13 @@ def find_width_groups(ir: IRGraph, *, cfg: GroupingConfig = GroupingConfig()) ->
     for name in ir.names:
         node = ir.fx_node(name)
         kind = classify(node, ir, rules)
+        if grid_misuse(st, node, kind):  # Rule 22
+            st.desc[name] = None
+            continue
         handler = kind if callable(kind) else HANDLERS.get(kind, on_unknown)  # compiler.ops
         st.desc[name] = handler(st, node)
-        if kind == "reshape" and isinstance(st.desc[name], Desc):
+        relaid = bool(st.relayouts) and st.relayouts[-1][1] == name
+        if kind == "reshape" and isinstance(st.desc[name], Desc) and not relaid:
             st.layouts.append((name, "reshape", st.desc[name].axis, st.desc[name].segs))
         _check_size_reads(st, node, kind)
     _unite_shared_modules(st)
@@ -322,11 +360,46 @@ def _expand(st: State, refined: dict, segs) -> tuple:
     out = []
     for seg in segs:
         parts = refined.get(st.find(seg.space))
+        if parts is not None and not whole(st, seg):  # Rule 22: a part of a refined space
+            cut = cut_segs(parts, seg.start, seg.start + seg.size)
+            if cut is None:
+                st.freeze(Desc(0, (seg,) + parts), "a part of its channels meets a refinement "
+                          "(heads, grouped conv) that does not align with it")
+                out.append(seg)
+                continue
+            parts = cut
         if parts is None:
             out.append(seg)
         else:
-            out += _expand(st, refined, [Seg(p.space, p.size, p.inner * seg.inner) for p in parts])
+            out += _expand(st, refined, [Seg(p.space, p.size, p.inner * seg.inner, p.start)
+                                         for p in parts])
     return tuple(out)
+
+
+def _nonempty_pieces(st: State, choices: dict[int, tuple]) -> None:
+    """Rule 22: no piece of a split may lose all its channels. While one would at the smallest
+    widths, the space of its first elastic segment drops the choices that empty it."""
+    for kind, node, _, _, segs, sizes in st.relayouts:
+        if kind != "split":
+            continue
+        bounds = [0]
+        for n in sizes:
+            bounds.append(bounds[-1] + n)
+        for a, b in zip(bounds, bounds[1:]):
+            piece = cut_segs(segs, a, b) or ()
+            while piece:
+                lowest = {r: min(c) for r, c in choices.items()}
+                if min_active(piece, lowest, st.find) > 0:
+                    break
+                seg = min((s for s in piece if len(choices.get(st.find(s.space), ())) > 1),
+                          key=lambda s: s.start, default=None)
+                if seg is None:
+                    break
+                r = st.find(seg.space)
+                choices[r] = tuple(c for c in choices[r] if c > seg.start) or choices[r][:1]
+                if len(choices[r]) == 1:
+                    st.frozen.setdefault(r, []).append(
+                        f"a smaller width would empty a piece of the split at {st.ir.label(node)}")
 
 
 def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:
@@ -334,6 +407,8 @@ def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:
     refined = _resolve_refinements(st)
     st.uses = [(n, role, dim, _expand(st, refined, segs)) for n, role, dim, segs in st.uses]
     st.layouts = [(n, role, axis, _expand(st, refined, segs)) for n, role, axis, segs in st.layouts]
+    st.relayouts = [(kind, n, src, axis, _expand(st, refined, segs), v)
+                    for kind, n, src, axis, segs, v in st.relayouts]
     _check_splits(st)
     heads, grouped = {}, {}
     for space, size in st.heads.items():
@@ -342,12 +417,16 @@ def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:
         grouped.setdefault(st.find(space), set()).add(g)
     by_root: dict[int, list] = {}
     for node, role, dim, segs in st.uses:
-        offset = 0
+        offset, parted = 0, set()
         for seg in segs:
-            by_root.setdefault(st.find(seg.space), []).append((node, role, offset))
+            r = st.find(seg.space)
+            if whole(st, seg) or r not in parted:  # Rule 22: a space's parts once, at the first
+                by_root.setdefault(r, []).append((node, role, offset))
+            if not whole(st, seg):
+                parted.add(r)
             offset += seg.size * seg.inner
     names = {r: _group_name(st, r, m) for r, m in by_root.items()}
-    groups = []
+    found = []
     for r, members in sorted(by_root.items(), key=lambda kv: min(order[m[0]] for m in kv[1])):
         if len(heads.get(r, ())) > 1:
             st.freeze(Desc(0, (Seg(r, st.size[r]),)), "heads of different sizes meet")
@@ -367,21 +446,32 @@ def _assemble(st: State, cfg: GroupingConfig) -> WidthGroups:
         else:
             choices = (st.size[r],) if reasons else width_choices(st.size[r], cfg, mult)
             extra = {}
+        found.append((r, members, choices, reasons, mult, extra))
+    choices = {r: c for r, _, c, _, _, _ in found}
+    _nonempty_pieces(st, choices)  # Rule 22
+    groups = []
+    for r, members, _, reasons, mult, extra in found:
+        reasons = tuple(dict.fromkeys(st.frozen.get(r, ())))
         members = sorted(set(members), key=lambda m: (order[m[0]], m[1], m[2]))
         producers = tuple(m[0] for m in members if m[1] == "out")
-        groups.append(WidthGroup(names[r], st.size[r], producers, tuple(members), choices,
+        groups.append(WidthGroup(names[r], st.size[r], producers, tuple(members), choices[r],
                                  bool(reasons), reasons, mult, **extra))
     uses = tuple(_use(st, names, u) for u in st.uses)
-    layouts = tuple(ChannelUse(n, role, axis, tuple(
-        Segment(names.get(st.find(s.space), ""), s.size, s.inner) for s in segs))
-        for n, role, axis, segs in st.layouts)
-    return WidthGroups(tuple(groups), uses, tuple(st.unsupported), cfg, layouts)
+    layouts = tuple(ChannelUse(n, role, axis, _segments(st, names, segs))
+                    for n, role, axis, segs in st.layouts)
+    relayouts = tuple(Relayout(kind, n, src, axis, _segments(st, names, segs),
+                               **({"sizes": v} if kind == "split" else {"index": v}))
+                      for kind, n, src, axis, segs, v in st.relayouts)
+    return WidthGroups(tuple(groups), uses, tuple(st.unsupported), cfg, layouts, relayouts)
+
+
+def _segments(st, names, segs) -> tuple[Segment, ...]:
+    return tuple(Segment(names.get(st.find(s.space), ""), s.size, s.inner, s.start) for s in segs)
 
 
 def _use(st, names, u) -> ChannelUse:
     node, role, dim, segs = u
-    return ChannelUse(node, role, dim, tuple(Segment(names[st.find(s.space)], s.size, s.inner)
-                                             for s in segs))
+    return ChannelUse(node, role, dim, _segments(st, names, segs))
 
 
 def _group_name(st: State, root: int, members) -> str:

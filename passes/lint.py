@@ -4,8 +4,9 @@ Rules:
   1. Every node a result names exists in the IR.
   2. Width groups: group names are unique; every use's segments reference existing groups and
      their sizes add up to the length of the axis they describe (a layer's weight dim, a
-     parameter's dim); a frozen group has exactly one choice, its size; choices descend from
-     the group's size.
+     parameter's dim); a segment is its whole group, or a part within it of a group that a
+     channel shuffle or split cuts (find_width_groups' Rule 22); a frozen group has exactly
+     one choice, its size; choices descend from the group's size.
   3. Blocks: a block's input and output have the same shape; a stage's blocks are chained
      (each exit is the next entry); no node is in two blocks.
   4. Kernels: each elastic kernel names a conv whose kernel size matches and whose choices
@@ -58,13 +59,19 @@ def _width_groups(ir: IRGraph, wg: WidthGroups, problems: list[str]) -> None:
             problems.append(f"Rule 1: use of unknown node {u.node}")
             continue
         for s in u.segments:
-            if sizes.get(s.group) != s.size:
+            if s.group not in sizes or s.start + s.size > sizes[s.group] \
+                    or (s.start == 0 and s.size != sizes[s.group] and not _parted(wg, s.group)):
                 problems.append(f"Rule 2: {u.node} segment {s} does not match its group")
         want = _axis_length(ir, u.node, u.role, u.dim)
         have = sum(s.size * s.inner for s in u.segments)
         if want is not None and want != have:
             problems.append(f"Rule 2: {u.node} ({u.role}) axis has {want} channels, "
                             f"segments cover {have}")
+
+
+def _parted(wg: WidthGroups, group: str) -> bool:
+    """Whether `group` is cut into parts by a channel shuffle or split (its Rule 22)."""
+    return any(s.group == group for r in wg.relayouts for s in r.segments)
 
 
 def _blocks(ir: IRGraph, blocks: SkippableBlocks, problems: list[str]) -> None:

@@ -8,7 +8,9 @@ Rules:
      bias), consumers' inputs (weight dim 1), depthwise convs (weight dim 0 and bias), norms
      (weight, bias, running mean and variance), direct parameters (their dim), and, behind a
      concat or flatten, only this group's segment of the member's axis (block-wise for flatten).
-  4. Frozen groups and groups with one width choice are left in their order.
+  4. Frozen groups and groups with one width choice are left in their order, and so are groups
+     a channel shuffle or split cuts into parts (find_width_groups' Rule 22): their channels
+     go different ways at fixed positions, which a permutation would change.
   6. A heads group is permuted in whole heads: its segments have ``inner = head_size``.
   5. The input module is not modified: the result is a deep copy whose maximal sub-network
      computes the same outputs (up to float rounding of reordered sums).
@@ -77,7 +79,9 @@ def channel_importance(gm: fx.GraphModule, wg: WidthGroups) -> dict[str, torch.T
 
 
 def _permutations(gm, wg) -> dict[str, torch.Tensor]:
-    elastic = {g.name for g in wg.groups if not g.frozen and len(g.choices) > 1}  # Rule 4
+    parted = {s.group for r in wg.relayouts for s in r.segments}
+    elastic = {g.name for g in wg.groups if not g.frozen and len(g.choices) > 1
+               and g.name not in parted}  # Rule 4
     scores = channel_importance(gm, wg)
     return {g: torch.sort(-s, stable=True).indices for g, s in scores.items() if g in elastic}
 

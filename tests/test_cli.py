@@ -51,10 +51,14 @@ def test_inspect_why(capsys):
     assert code == 2 and "no node named 'nope'" in err
 
 
-def test_strict_lists_unsupported_and_fails(capsys):
-    code, _, err = run(capsys, "inspect", "bench.models:shufflenet_v2", "--kwargs",
-                       '{"num_classes": 10}', "--input-shape", "2,3,32,32", "--strict")
-    assert code == 1 and "strict=True" in err and "Rule 14" in err
+def test_strict_lists_unsupported_and_fails(capsys, tmp_path):
+    src = tmp_path / "upsampler.py"
+    src.write_text("import torch.nn as nn\n"
+                   "def build():\n"
+                   "    return nn.Sequential(nn.Conv2d(3, 8, 1), nn.ConvTranspose2d(8, 8, 2),\n"
+                   "                         nn.Conv2d(8, 2, 1))\n")
+    code, _, err = run(capsys, "inspect", f"{src}:build", "--input-shape", "1,3,8,8", "--strict")
+    assert code == 1 and "strict=True" in err and "Rule 13" in err and "ConvTranspose2d" in err
 
 
 def test_file_factory(capsys, tmp_path):

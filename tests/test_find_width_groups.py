@@ -244,19 +244,6 @@ class Grouped(nn.Module):
         return self.head(self.g(self.a(x)))
 
 
-class Shuffle(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Conv2d(3, 8, 1)
-        self.head = nn.Conv2d(8, 2, 1)
-
-    def forward(self, x):
-        x = self.a(x)
-        b, c, h, w = x.shape
-        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
-        return self.head(x)
-
-
 class Split(nn.Module):
     def __init__(self):
         super().__init__()
@@ -319,7 +306,6 @@ class HardCoded(nn.Module):
 
 @pytest.mark.parametrize("model, shape, node, rule, frozen_group", [
     (GroupedOfConcat(), (1, 3, 4, 4), "g", "Rule 13", "a"),
-    (Shuffle(), (1, 3, 4, 4), "view", "Rule 14", "a"),
     (SplitApart(), (1, 3, 4, 4), "chunk", "Rule 19", "a"),
     (Unknown(), (1, 3, 4, 4), "up", "Rule 13", "a"),
     (HardCoded(), (1, 3, 4, 4), "view", "Rule 14", "a"),

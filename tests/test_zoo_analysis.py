@@ -104,13 +104,20 @@ def test_concat_models_use_index_maps(name):
     assert not a.unsupported
 
 
-@pytest.mark.parametrize("name, reason", [("shufflenet_v2", "splits the channel axis")])
-def test_unsupported_parts_are_frozen_and_reported(name, reason):
-    a = analyze(model(name), torch.zeros(ZOO_INPUT_SHAPES[name]))
-    assert any(reason in u.reason for u in a.unsupported)
-    assert len(a.width_groups.elastic) > 0
-    frozen = [g for g in a.width_groups.groups if g.frozen]
-    assert any(any("unsupported" in r for r in g.reasons) for g in frozen)
+def test_shufflenet_v2_branches_are_elastic_through_shuffles_and_splits():
+    """Rule 22: every branch's output conv (branch1.2, branch2.5) is elastic; shuffles and splits
+    are index maps; what stays frozen is the classifier and the widths a split would empty."""
+    a = analyze(model("shufflenet_v2"), torch.zeros(ZOO_INPUT_SHAPES["shufflenet_v2"]))
+    wg = a.width_groups
+    assert not a.unsupported
+    elastic = {g.name for g in wg.elastic}
+    outputs = [f"stage{s}.{i}.branch2.5" for s, n in ((2, 4), (3, 8), (4, 4)) for i in range(n)]
+    outputs += [f"stage{s}.0.branch1.2" for s in (2, 3, 4)]
+    assert set(outputs) <= elastic
+    assert {r.kind for r in wg.relayouts} == {"permute", "split"} and len(wg.relayouts) == 29
+    frozen = {g.name: g.reasons for g in wg.groups if g.frozen}
+    assert frozen.pop("fc") == ("model output",)
+    assert all("would empty a piece" in r[0] for r in frozen.values())
 
 
 def test_vit_attention_has_elastic_heads():

@@ -8,6 +8,10 @@ Rules:
      (a flatten of (C, H, W) into a linear layer has ``inner = H * W``: channel i occupies
      features ``[i * inner, (i + 1) * inner)``). Active width ``w`` keeps the first ``w``
      channels of the segment, i.e. its first ``w * inner`` features.
+  1b. A *part* ``Segment(group, size, inner, start, total)`` holds channels
+     ``[start, start + size)`` of a group of ``total`` channels (behind a channel shuffle or a
+     split of concatenated channels, each segment is such a part). Width ``w`` keeps its
+     channels below ``w``: ``clamp(w - start, 0, size)`` of them, possibly none.
   2. `select` returns ``None`` when every segment is full (no slicing at all), an ``int``
      prefix length when every segment before the last is full (slicing is then a view),
      and otherwise a LongTensor index (the concatenation of ``offset + arange(w * inner)``).
@@ -27,12 +31,18 @@ Example:
     [0, 1, 4, 5]
     >>> active_size((Segment("c", 3, inner=4),), {"c": 2})
     8
+    >>> part = (Segment("a", 2, start=0, total=4), Segment("b", 2), Segment("a", 2, start=2, total=4))
+    >>> select(part, {"a": 3, "b": 2})  # 2 + 2 + 1 channels: a prefix
+    5
+    >>> select(part, {"a": 1, "b": 2}).tolist()  # 1 + 2 + 0
+    [0, 2, 3]
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Mapping, Union
 
+import numpy as np
 import torch
 
 __all__ = ["Segment", "ChannelMap", "Selection", "select", "active_size", "full_size",
@@ -41,16 +51,27 @@ __all__ = ["Segment", "ChannelMap", "Selection", "select", "active_size", "full_
 
 @dataclass(frozen=True)
 class Segment:
-    """``size`` channels of width group ``group`` (None = frozen), each repeated ``inner`` times."""
+    """``size`` channels of width group ``group`` (None = frozen), each repeated ``inner`` times;
+    a part (Rule 1b) holds channels ``[start, start + size)`` of a group of ``total``."""
 
     group: str | None
     size: int
     inner: int = 1
+    start: int = 0
+    total: int | None = None  # the group's channels, for a part (None: the whole group)
 
     def __post_init__(self) -> None:
-        if self.size < 1 or self.inner < 1:
+        if self.size < 1 or self.inner < 1 or self.start < 0:
             raise ValueError(f"Segment({self.group!r}, size={self.size}, inner={self.inner}): "
-                             "size and inner must be >= 1")
+                             "size and inner must be >= 1, start >= 0")
+        if self.total is not None and self.start + self.size > self.total:
+            raise ValueError(f"Segment({self.group!r}): channels [{self.start}, "
+                             f"{self.start + self.size}) exceed the group's {self.total}")
+
+    @property
+    def group_size(self) -> int:
+        """The channels of the whole group (its maximal width)."""
+        return self.size if self.total is None else self.total
 
 
 ChannelMap = tuple[Segment, ...]
@@ -68,6 +89,7 @@ def full_size(cmap: ChannelMap) -> int:
 
 
 def _width(seg: Segment, widths: Mapping[str, int]) -> int:
+    """Active channels of the segment (Rules 1, 1b)."""
     if seg.group is None:
         return seg.size
     try:
@@ -75,9 +97,9 @@ def _width(seg: Segment, widths: Mapping[str, int]) -> int:
     except KeyError:
         raise ValueError(f"no width given for group {seg.group!r} "
                          f"(widths name {sorted(widths)})") from None
-    if not 1 <= w <= seg.size:  # Rule 3
-        raise ValueError(f"width {w} for group {seg.group!r} is outside [1, {seg.size}]")
-    return w
+    if not 1 <= w <= seg.group_size:  # Rule 3
+        raise ValueError(f"width {w} for group {seg.group!r} is outside [1, {seg.group_size}]")
+    return min(max(w - seg.start, 0), seg.size)
 
 
 def active_size(cmap: ChannelMap, widths: Mapping[str, int]) -> int:
@@ -108,26 +130,70 @@ def select(cmap: ChannelMap, widths: Mapping[str, int]) -> Selection:
 
 
 class Selector:
-    """A compiled `ChannelMap` with a cache of selections keyed by the widths tuple (Rule 4)."""
+    """A compiled `ChannelMap` with a cache of selections keyed by the widths tuple (Rule 4).
 
-    __slots__ = ("cmap", "groups", "full", "_cache")
+    A map of many segments or of parts (behind a channel shuffle: one segment per channel) is
+    compiled into per-feature arrays once, and selected by one vectorised comparison."""
+
+    __slots__ = ("cmap", "groups", "full", "_cache", "_features")
 
     def __init__(self, cmap: ChannelMap):
         self.cmap = tuple(cmap)
         self.groups = map_groups(self.cmap)
         self.full = full_size(self.cmap)
         self._cache: dict[tuple, Selection] = {}
+        many = len(self.cmap) > 16 or any(s.total is not None for s in self.cmap)
+        self._features = _features(self.cmap, self.groups) if many else None
 
     def select(self, widths: Mapping[str, int], device: torch.device | None = None) -> Selection:
         key = (tuple([widths[g] for g in self.groups]), device)
         try:
             return self._cache[key]
         except KeyError:
-            sel = self._cache[key] = _compute(self.cmap, widths, device)
+            if self._features is None:
+                sel = _compute(self.cmap, widths, device)
+            else:
+                sel = _from_mask(self.active_mask(widths), device)
+            self._cache[key] = sel
             return sel
+
+    def active_mask(self, widths: Mapping[str, int]) -> np.ndarray:
+        """A bool per feature of the full axis: whether it is active under ``widths``."""
+        gid, chan, sizes = self._features or _features(self.cmap, self.groups)
+        lim = np.empty(len(self.groups) + 1, dtype=np.int64)
+        for i, g in enumerate(self.groups):
+            w = int(widths[g])
+            if not 1 <= w <= sizes[i]:  # Rule 3
+                raise ValueError(f"width {w} for group {g!r} is outside [1, {sizes[i]}]")
+            lim[i] = w
+        lim[-1] = np.iinfo(np.int64).max  # frozen segments (slot -1): always active
+        return chan < lim[gid]
 
     def size(self, widths: Mapping[str, int]) -> int:
         return active_size(self.cmap, widths)
+
+
+def _features(cmap: ChannelMap, groups: tuple[str, ...]):
+    """(group slot per feature (-1: frozen), channel index per feature, group sizes)."""
+    slot = {g: i for i, g in enumerate(groups)}
+    sizes = [0] * len(groups)
+    gid, chan = [], []
+    for s in cmap:
+        gid.append(np.full(s.size * s.inner, slot.get(s.group, -1), dtype=np.int64))
+        chan.append(np.repeat(np.arange(s.start, s.start + s.size, dtype=np.int64), s.inner))
+        if s.group is not None:
+            sizes[slot[s.group]] = s.group_size
+    return np.concatenate(gid), np.concatenate(chan), sizes
+
+
+def _from_mask(mask: np.ndarray, device) -> Selection:
+    """Rule 2 from a feature mask: None (all), a prefix length, or an index."""
+    n = int(mask.sum())
+    if n == mask.size:
+        return None
+    if mask[:n].all():
+        return n
+    return torch.from_numpy(np.flatnonzero(mask)).to(device)
 
 
 def take(t: torch.Tensor, dim: int, sel: Selection) -> torch.Tensor:
@@ -149,9 +215,15 @@ def sel_size(sel: Selection, full: int) -> int:
 
 
 def map_to_list(cmap: ChannelMap | None) -> list | None:
-    """JSON form of a map: ``[[group, size, inner], ...]``."""
-    return None if cmap is None else [[s.group, s.size, s.inner] for s in cmap]
+    """JSON form of a map: ``[[group, size, inner], ...]``, parts with ``start, total`` too."""
+    if cmap is None:
+        return None
+    return [[s.group, s.size, s.inner] + ([s.start, s.total] if s.total is not None else [])
+            for s in cmap]
 
 
 def map_from_list(data: list | None) -> ChannelMap | None:
-    return None if data is None else tuple(Segment(g, int(n), int(i)) for g, n, i in data)
+    if data is None:
+        return None
+    return tuple(Segment(item[0], *(None if v is None else int(v) for v in item[1:]))
+                 for item in data)

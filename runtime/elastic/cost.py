@@ -168,7 +168,9 @@ class CostModel:
 
     @staticmethod
     def _op_params(op: ElasticOp, sels, kdim, chain) -> Iterator[Term]:
-        m = op.module
+        m = getattr(op, "module", None)
+        if m is None:  # a relayout op (relayout.py): no parameters
+            return
         if isinstance(op, (ElasticConv, ElasticLinear)):
             const, chosen, ndim = _weight_factors(op, sels, kdim)
             yield Term(const, chosen, kdim, ndim, chain, None)

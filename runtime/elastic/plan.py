@@ -10,6 +10,8 @@ Rules:
      take ``out_map`` (or ``in_map``; both must then be equal) into ``sel``. A grouped,
      non-depthwise conv's ``in_map`` covers one group's input channels (weight dim 1).
   4. Identical maps share one Selector, so ``activate`` computes each selection once.
+  4b. A `ChannelPermute` / `ChannelSplit` (``relayout.py``) takes its input's map (``in_map``)
+     into ``sel`` through its own selector (its selection is a gather index or piece sizes).
   5. Kernel paths must be ElasticConvs whose ``kernel_choices`` include the dimension's choices,
      with the same maximum; depth blocks must be SkipBlocks, the depth maximum equal to the
      number of blocks; no conv or block is bound twice.
@@ -41,6 +43,7 @@ from runtime.elastic.conv import ElasticConv
 from runtime.elastic.cost import is_mac_layer, walk
 from runtime.elastic.ops import ElasticBatchNorm, ElasticGroupNorm, ElasticLayerNorm, ElasticLinear, \
     ElasticParameter
+from runtime.elastic.relayout import ChannelPermute, ChannelSplit, relayout_selector
 from runtime.elastic.space import SearchSpace
 
 __all__ = ["Plan"]
@@ -60,6 +63,10 @@ def _resolve(gm: fx.GraphModule, path: str, cls: type, problems: list[str]) -> A
 
 def _single_size(op: ElasticOp) -> int:
     m = getattr(op, "module", None)
+    if isinstance(op, ChannelPermute):
+        return op.index.numel()
+    if isinstance(op, ChannelSplit):
+        return sum(op.sizes)
     if isinstance(op, ElasticBatchNorm):
         return m.num_features
     if isinstance(op, ElasticLayerNorm):
@@ -104,9 +111,10 @@ def _check_map(where: str, cmap: ChannelMap, full: int, space: SearchSpace, prob
         if seg.group not in space or space[seg.group].kind not in ("width", "heads"):
             problems.append(f"{where}: group {seg.group!r} is not a width or heads dimension "
                             "of the space")
-        elif space[seg.group].max != seg.size:
-            problems.append(f"{where}: segment of {seg.size} channels but dimension "
-                            f"{space[seg.group].describe()} has maximum {space[seg.group].max}")
+        elif space[seg.group].max != seg.group_size:
+            problems.append(f"{where}: segment of a group of {seg.group_size} channels but "
+                            f"dimension {space[seg.group].describe()} has maximum "
+                            f"{space[seg.group].max}")
 
 
 class Plan:
@@ -136,7 +144,11 @@ class Plan:
                 continue
             for attr, cmap, full in _axes(op, ob, problems):
                 _check_map(f"{ob.path!r}.{attr}", cmap, full, space, problems)  # Rule 2
-                selector, targets = by_map.setdefault(cmap, (Selector(cmap), []))  # Rule 4
+                relayout = isinstance(op, (ChannelPermute, ChannelSplit))  # Rule 4b
+                key = (cmap, type(op).__name__, tuple(op.index.tolist()) if
+                       isinstance(op, ChannelPermute) else getattr(op, "sizes", None))
+                selector, targets = by_map.setdefault(key, (
+                    relayout_selector(op, cmap) if relayout else Selector(cmap), []))  # Rule 4
                 targets.append((op, attr))
                 self.selectors_by_path.setdefault(ob.path, {})[attr] = selector
         self.assignments = list(by_map.values())
