@@ -2,6 +2,7 @@
 
     python -m bench.search_efficiency [--seeds 5] [--full-budget 5000] [--concurrent-budget 600]
                                       [--reference-budget 20000] [--skip-transfer]
+                                      [--parts a,b,c] [--jobs 1]
                                       [--supernet NET.pt --data REF] [-o bench/results/search.json]
 
 (a) The synthetic OFA-MobileNetV3-like problem of `bench/search_synthetic.py` (45 dimensions,
@@ -25,7 +26,9 @@ import argparse
 import json
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -131,33 +134,50 @@ def iteration_timing(n_points: int = 1000, seed: int = 0) -> dict:
             "all_total_s": [round(d["total_s"], 3) for d in times]}
 
 
+def _transfer_run(tactic: str, seed: int, budget: int, src: str | None, store: str | None = None,
+                  bounds=None, population: int = 50, target: str = "gpu", options=None):
+    """One search of (c); module level so that ``--jobs`` can run it in another process."""
+    p = SyntheticProblem()
+    r = search(p.space, p.latency_objectives(target), tactic=tactic, budget=budget,
+               population=population, seed=seed, progress=False, store=store, warm_start=src,
+               bounds=bounds, options=options)
+    return SimpleNamespace(hypervolume=r.hypervolume, best_hypervolume=r.best_hypervolume,
+                           bounds=r.bounds, info={k: r.info.get(k) for k in ("space_size", "transfer")})
+
+
 def transfer(args, tmp: Path) -> dict:
     """(c): warm start and PopDB from a search on "cpu" to the "gpu" target."""
-    p = SyntheticProblem()
     src = tmp / "cpu.db"
     if src.exists():
         src.unlink()
-    search(p.space, p.latency_objectives("cpu"), tactic="concurrent", budget=args.concurrent_budget,
-           population=50, seed=99, store=src, progress=False)
-    ref_run = search(p.space, p.latency_objectives("gpu"), tactic="full", budget=args.reference_budget,
-                     population=100, seed=1000, progress=False)
-    runs = {"cold": [], "warm": [], "popdb": [], "full_space": []}
-    for seed in range(args.seeds):
-        common = dict(budget=args.concurrent_budget, population=50, seed=seed, progress=False,
-                      options={"min_improvement": 0.0}, bounds=ref_run.bounds)
-        runs["cold"].append(search(p.space, p.latency_objectives("gpu"), tactic="concurrent", **common))
-        runs["warm"].append(search(p.space, p.latency_objectives("gpu"), tactic="warm_start",
-                                   warm_start=src, **common))
-        runs["popdb"].append(search(p.space, p.latency_objectives("gpu"), tactic="popdb",
-                                    warm_start=src, **common))
-        runs["full_space"].append(runs["cold"][-1])
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        first = pool.submit(_transfer_run, "concurrent", 99, args.concurrent_budget, None,
+                            store=str(src), target="cpu")
+        ref_run = pool.submit(_transfer_run, "full", 1000, args.reference_budget, None,
+                              population=100).result()
+        first.result()
+        common = dict(options={"min_improvement": 0.0}, bounds=ref_run.bounds)
+        jobs = {(name, seed): pool.submit(_transfer_run, tactic, seed, args.concurrent_budget,
+                                          None if name == "cold" else str(src), **common)
+                for seed in range(args.seeds)
+                for name, tactic in (("cold", "concurrent"), ("warm", "warm_start"),
+                                     ("popdb", "popdb"))}
+        runs = {name: [jobs[name, seed].result() for seed in range(args.seeds)]
+                for name in ("cold", "warm", "popdb")}
+    runs["full_space"] = runs["cold"]
     ref = max([ref_run.best_hypervolume] + [r.best_hypervolume for rs in runs.values() for r in rs])
-    out = {"reference_hypervolume": ref}
+    out = {"reference_hypervolume": ref, "reference_validations": args.reference_budget}
     for name, rs in runs.items():
-        out[name] = {"to_90": summary([reach(r.hypervolume, 0.90 * ref) for r in rs]),
-                     "to_95": summary([reach(r.hypervolume, 0.95 * ref) for r in rs]),
-                     "final_fraction": [round(r.best_hypervolume / ref, 4) for r in rs]}
+        row = {}
+        for level in (90, 95):
+            got = [reach(r.hypervolume, level / 100 * ref) for r in rs]
+            row[f"to_{level}"] = {**summary(got), "per_seed": got}
+        row["final_fraction"] = [round(r.best_hypervolume / ref, 4) for r in rs]
+        row["hv_at"] = {b: [round(hv_at(r.hypervolume, b) / ref, 4) for r in rs]
+                        for b in (25, 50, 75, 100, 150, 200, 300) if b <= args.concurrent_budget}
+        out[name] = row
     out["popdb_space_size"] = runs["popdb"][0].info.get("space_size")
+    out["warm_transfer"] = runs["warm"][0].info.get("transfer")
     return out
 
 
@@ -184,6 +204,9 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrent-budget", type=int, default=600)
     ap.add_argument("--reference-budget", type=int, default=20000)
     ap.add_argument("--skip-transfer", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="(c): searches run in this many processes")
+    ap.add_argument("--parts", default="a,b,c",
+                    help="comma-separated parts to run: a (synthetic), b (iteration), c (transfer)")
     ap.add_argument("--supernet", help="(d) a trained super-network file")
     ap.add_argument("--data", help="(d) data reference for runtime.train.data.load_data")
     ap.add_argument("--real-budget", type=int, default=300)
@@ -191,8 +214,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    report = {"args": vars(args), "synthetic": synthetic(args), "iteration": iteration_timing()}
-    if not args.skip_transfer:
+    parts = set(args.parts.split(","))
+    report = {"args": vars(args)}
+    if "a" in parts:
+        report["synthetic"] = synthetic(args)
+    if "b" in parts:
+        report["iteration"] = iteration_timing()
+    if "c" in parts and not args.skip_transfer:
         report["transfer"] = transfer(args, out_path.parent)
     if args.supernet:
         report["real"] = real_supernet(args)

@@ -39,6 +39,8 @@ class TacticOptions:
     explore: float = 0.2  # share of each batch spent on mutations of the front (exploration)
     patience: int = 4  # stop after this many batches without hypervolume gain ...
     min_improvement: float = 1e-4  # ... of at least this (relative); 0 disables plateau stops
+    warm_initial: int | None = None  # warm start: first population (default population / 5, >= 10)
+    warm_transfer: bool = True  # warm start: the old archive trains the predictors (transfer.py)
     predictor_samples: float = 0.5  # "predictor" tactic: share of the budget sampled first
     popdb_threshold: float = 0.1  # PopDB: keep values chosen at least this often in clusters
     popdb_min_cluster_size: int = 5
@@ -64,6 +66,7 @@ class Context:
     front: list[Entry] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     progress: Callable[["Context"], None] | None = None
+    transfer: Any = None  # a `transfer.Transfer` from the warm-start source, or None
     _seen: int = 0
 
     def __post_init__(self) -> None:

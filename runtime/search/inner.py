@@ -27,17 +27,30 @@ from runtime.search.predictors import make_predictor
 from runtime.search.problem import IndexProblem, RandomReset, UniqueSampling, genome_keys, \
     make_algorithm
 from runtime.search.result import hypervolume, pareto_mask
+from runtime.search.transfer import PriorResidual
 
 __all__ = ["fit_models", "predict", "inner_search", "choose_batch", "explore"]
 
 
 def fit_models(ctx: Context, entries) -> dict:
-    """Rule 1."""
-    v = ctx.validator
+    """Rule 1 (and `transfer.py` Rules 2-3 when the search was warm-started)."""
+    v, t = ctx.validator, ctx.transfer
     ok = [e for e in entries if e.ok]
     X = ctx.space.features(ctx.space.indices([e.config for e in ok]))
     base = make_predictor(ctx.options.predictor)
-    return {o.name: clone(base).fit(X, [e.values[o.name] for e in ok]) for o in v.costly}
+    models = {}
+    for o in v.costly:
+        y = np.array([e.values[o.name] for e in ok], dtype=float)
+        if t is not None and o.name in t.priors:
+            models[o.name] = PriorResidual(base, t.priors[o.name]).fit(X, y)
+        elif t is not None and o.name in t.rows:
+            old, old_y = t.rows[o.name]
+            fresh = ~v.is_known(ctx.space.indices(old))  # a new value replaces an old one
+            Xo = ctx.space.features(ctx.space.indices(old)[fresh])
+            models[o.name] = clone(base).fit(np.vstack([Xo, X]), np.concatenate([old_y[fresh], y]))
+        else:
+            models[o.name] = clone(base).fit(X, y)
+    return models
 
 
 def predict(ctx: Context, models: dict, X: np.ndarray) -> np.ndarray:

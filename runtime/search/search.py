@@ -16,6 +16,9 @@ Rules:
      objectives it recorded), or a list of configs; these seed the first population (after the
      maximal and minimal configs; spread evenly along the front when there are more than fit)
      and are validated again on this search's objectives. ``tactic="warm_start"`` requires it.
+     A store or a result also hands its validated archive to the predictors (`transfer.py`;
+     ``options={"warm_transfer": False}`` turns that off); the old values never count as
+     validations of this search.
   6. ``executor``: None (validations in this process), ``"processes"`` (a local process pool,
      shut down at the end), or any object with ``submit`` (concurrent.futures, Dask Client).
   7. ``progress=True`` shows a tqdm bar: validations, best hypervolume, ETA.
@@ -49,6 +52,7 @@ from runtime.search.problem import ALGORITHMS, genome_keys
 from runtime.search.result import Bounds, SearchResult, pareto_mask
 from runtime.search.store import EvaluationStore, fingerprint as fingerprint_of, settings_key
 from runtime.search.tactics import TACTICS, run_tactic
+from runtime.search.transfer import load_archive, make_transfer
 
 __all__ = ["search", "warm_start_configs"]
 
@@ -203,9 +207,14 @@ def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "
         np.asarray(reference_point, dtype=float)[None])[0]
     warm = warm_start_configs(warm_start, space)
     info["warm_seeds"] = len(warm)
+    transfer = make_transfer(load_archive(warm_start, space), space, objectives, fp,
+                             options.predictor) if warm_start is not None and options.warm_transfer else None
+    if transfer is not None:
+        info["transfer"] = transfer.describe()
     ctx = Context(space, validator, algorithm, population, int(seed), options,
                   _seeds(space, warm, population),
-                  dict(algorithm_options or {}), nadir=nadir, bounds=bounds, info=info)
+                  dict(algorithm_options or {}), nadir=nadir, bounds=bounds, info=info,
+                  transfer=transfer)
     validator.on_batch = ctx.after_batch
     bar, ctx.progress = _progress_bar(progress, budget)
     try:

@@ -13,9 +13,14 @@ Rules:
      the archive; stop on budget, on a hypervolume plateau, or when no new config is found.
      Every result is validated: nothing predicted is ever returned.
   4. ``warm_start`` is ``concurrent`` whose first population starts from a previous search's
-     Pareto set (``search(..., warm_start=...)``, re-validated on the new target); with warm
-     seeds the first population is just them and the corners (at least 10), not topped up with
-     random configs. ``popdb`` and ``coarse_to_fine`` live in `tactics_more.py`.
+     Pareto set (``search(..., warm_start=...)``, re-validated on the new target): the
+     corners, then old-front seeds spread evenly from one end of that front to the other,
+     ``warm_initial`` configs in all (default population / 5, at least 10). The old front was
+     chosen for another target, so re-validating all of it is not worth a full population;
+     what the old search knew enters through its predictors instead (`transfer.py`: its
+     archive trains the predictor of an objective it measured identically, and is a prior for
+     one it measured on another target). ``popdb`` and ``coarse_to_fine`` live in
+     `tactics_more.py`.
   5. All randomness comes from ``ctx.seed`` (pymoo's seeded generators, ``ctx.rng``).
 """
 from __future__ import annotations
@@ -82,13 +87,25 @@ def _batch_size(ctx: Context) -> int:
     return ctx.options.batch_size or max(4, ctx.pop_size // 2)
 
 
+def _warm_population(ctx: Context) -> np.ndarray:
+    """Rule 4: the corners, then the old front's seeds spread evenly over what is left."""
+    o = ctx.options
+    n0 = o.initial or o.warm_initial or max(10, ctx.pop_size // 5)
+    corners, warm = ctx.seeds[:2], ctx.seeds[2:]
+    taken = set(genome_keys(ctx.space, corners))  # an old front often ends in a corner
+    warm = warm[[k not in taken for k in genome_keys(ctx.space, warm)]]
+    if len(warm) > n0 - 2:
+        warm = warm[np.unique(np.linspace(0, len(warm) - 1, max(n0 - 2, 1)).round().astype(int))]
+    return UniqueSampling(ctx.space, np.vstack([corners, warm]))._do(None, n0, random_state=ctx.rng)
+
+
 def run_concurrent(ctx: Context) -> None:
     """Rule 3."""
     v, o = ctx.validator, ctx.options
-    n0 = o.initial or ctx.pop_size
-    if ctx.info.get("warm_seeds") and not o.initial:  # a previous front is worth more than noise
-        n0 = min(ctx.pop_size, max(10, len(ctx.seeds)))
-    v.validate(_first_population(ctx, n0))
+    if ctx.info.get("warm_seeds"):
+        v.validate(_warm_population(ctx))
+    else:
+        v.validate(_first_population(ctx, o.initial or ctx.pop_size))
     stall = 0
     iterations = 0
     while v.remaining > 0 and stall < 3 and not ctx.plateaued():

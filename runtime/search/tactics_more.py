@@ -6,9 +6,13 @@ Rules:
      features and clustered with scikit-learn's HDBSCAN (``min_cluster_size``); over the
      members of non-noise clusters (every config when all are noise), each dimension keeps the
      values chosen at least ``popdb_threshold`` of the time where it is relevant (always its
-     most frequent one). The maximal choice of a width/kernel dimension is kept too, so the
-     original model stays reachable. Dependencies whose depth value is gone are dropped
-     together with the dependent dimension's choices (it keeps its maximal choice only).
+     most frequent one). Both extreme choices of every dimension are kept too: the maximal
+     one so that the original model stays reachable, the minimal one because the past
+     searches may have run on another target, where the cheap end of the front differs (a
+     target that pays per block needs the shallowest depths a MACs-bound one rarely chose);
+     what goes are rarely chosen intermediate values. Dependencies whose depth value is gone
+     are dropped together with the dependent dimension's choices (it keeps its maximal
+     choice only).
      ``tactic="popdb"`` then runs the concurrent tactic in the restricted space.
   2. `run_coarse_to_fine` (BigNAS): validate a grid of global multipliers, one level per kind
      of dimension (level l of s sets every dimension of that kind to the choice at fraction
@@ -69,9 +73,8 @@ def popdb_space(space: SearchSpace, source: Any, options: TacticOptions) -> Sear
             keep[d.name] = d.choices
             continue
         freq = np.bincount(col, minlength=len(d.choices)) / len(col)
-        chosen = {int(np.argmax(freq))} | {i for i, f in enumerate(freq) if f >= options.popdb_threshold}
-        if d.kind in ("width", "kernel"):
-            chosen.add(0)
+        chosen = {int(np.argmax(freq)), 0, len(d.choices) - 1}  # the extremes stay
+        chosen |= {i for i, f in enumerate(freq) if f >= options.popdb_threshold}
         keep[d.name] = tuple(d.choices[i] for i in sorted(chosen))
     dims = []
     for d in space:
