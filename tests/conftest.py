@@ -19,6 +19,19 @@ def calibrate_bn(model: torch.nn.Module, x: torch.Tensor, steps: int = 2) -> tor
     return calibrate_batch_norm(model, batches).eval()
 
 
+def assert_sampled_subnets_extract(net, x: torch.Tensor, seeds: int, **tol) -> None:
+    """For ``seeds`` sampled configs: the extracted module computes what the super-network computes
+    under that config (``torch.testing.assert_close`` with ``tol``) and has the params it reports."""
+    with torch.no_grad():
+        for seed in range(seeds):
+            config = net.sample(seed)
+            with net.activate(config):
+                expected = net(x)
+            sub = net.extract(config)
+            torch.testing.assert_close(sub(x), expected, **tol)
+            assert net.params(config) == sum(p.numel() for p in sub.parameters())
+
+
 @functools.lru_cache(maxsize=None)
 def zoo_model(name: str) -> torch.nn.Module:
     """A calibrated zoo model with 10 classes (cached: do not modify it in tests)."""

@@ -7,6 +7,7 @@ import torch.nn as nn
 from compiler.capture import capture
 from compiler.pipeline import analyze, compile_supernet
 from passes.find_skippable_blocks import find_skippable_blocks
+from tests.conftest import assert_sampled_subnets_extract
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -67,13 +68,7 @@ def test_multihead_attention_vit_compiles_with_elastic_heads():
         ref = m(x)
         assert ref.abs().max() > 1e-2
         torch.testing.assert_close(net(x), ref, **TOL)
-        for seed in range(4):
-            config = net.sample(seed)
-            with net.activate(config):
-                expected = net(x)
-            sub = net.extract(config)
-            torch.testing.assert_close(sub(x), expected, **TOL)
-            assert net.params(config) == sum(p.numel() for p in sub.parameters())
+        assert_sampled_subnets_extract(net, x, 4, **TOL)
         one = net.extract({**net.max_config(), **{d.name: 1 for d in heads}})
         (proj,) = [m for p, m in one.named_modules() if p.endswith("blocks.0.attn_in_proj")]
         assert proj.out_features == 3 * 8
