@@ -43,6 +43,7 @@ from torch.fx.interpreter import Interpreter
 
 from compiler.capture_mha import decompose_self_attention
 from compiler.ir import IRGraph, NodeInfo
+from compiler.ops import OPS
 
 __all__ = ["capture", "CaptureError", "example_inputs_for", "warm_up"]
 
@@ -109,15 +110,6 @@ def _untyped(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
-# Modules whose output has the input's shape and dtype: Rule 2 needs no computation for them.
-_SAME_SHAPE = (
-    torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm,
-    torch.nn.ReLU, torch.nn.ReLU6, torch.nn.SiLU, torch.nn.GELU, torch.nn.Hardswish,
-    torch.nn.Hardsigmoid, torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.LeakyReLU, torch.nn.ELU,
-    torch.nn.Mish, torch.nn.PReLU, torch.nn.Dropout, torch.nn.Dropout2d, torch.nn.Identity,
-)
-
-
 def _to_meta(value):
     if isinstance(value, torch.Tensor):
         return torch.empty(value.shape, dtype=value.dtype, device="meta")
@@ -145,7 +137,8 @@ class _MetaShapes(_Recorder):
 
     def call_module(self, target, args, kwargs):
         mod = self.fetch_attr(target)
-        if isinstance(mod, _SAME_SHAPE) and len(args) == 1 and isinstance(args[0], torch.Tensor):
+        op = OPS.of_module(mod)  # Rule 2: same-shape modules need no computation
+        if op is not None and op.same_shape and len(args) == 1 and isinstance(args[0], torch.Tensor):
             return args[0]
         state = {k: _to_meta(v) for k, v in
                  [*mod.named_parameters(), *mod.named_buffers()]}

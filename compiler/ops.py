@@ -14,13 +14,18 @@ channels:
     handlers in `passes._width_ops` (advanced).
 
 Rules:
-  1. `register_op(target, behaviour)` adds or replaces a global rule; ``target`` may be a class,
-     a function, a canonical name, or a ``"package.module:Name"`` reference (imported).
-  2. `SupernetConfig(op_rules={"mypkg.mod:MyOp": "channel_preserving"})` gives rules for one
+  1. The op table itself is `runtime.elastic.optable.OPS` (torch only, so the runtime's fast
+     path reads it too): one entry per op, read by capture (same-shape modules), every analysis
+     pass (width rules, blocks and their activations/norms/merges, kernels, MACs) and the fast
+     path (fresh outputs). Adding an op is one `OPS.add` (or one line of its built-in list).
+  2. `register_op(target, behaviour)` is that one edit for users: it adds (or replaces) the
+     entry of ``target`` -- a module class, a function, a canonical op name, or a
+     ``"package.module:Name"`` reference (imported) -- and `unregister_op` restores what was
+     there. ``family`` (default ``"registered"``) is what the depth analysis sees, e.g.
+     ``"activation"``; ``same_shape=True`` lets capture skip computing its output's shape.
+  3. `SupernetConfig(op_rules={"mypkg.mod:MyOp": "channel_preserving"})` gives rules for one
      compilation only (they reach the analysis through `GroupingConfig.op_rules`); they win over
-     global ones, which win over the built-in tables.
-  3. Built-in knowledge lives in the tables below: `PASS_NAMES` (channel-preserving functions and
-     methods), `BINARY_NAMES`, `REDUCE_NAMES`, `META_NAMES`, `PASS_MODULES`, `SPATIAL_MODULES`.
+     the table.
 
 Example:
     >>> import torch
@@ -39,59 +44,19 @@ from typing import Any, Callable, Mapping
 
 import torch.nn as nn
 
-__all__ = ["register_op", "unregister_op", "behaviour_of", "resolve_target", "BEHAVIOURS",
-           "PASS_NAMES", "BINARY_NAMES", "REDUCE_NAMES", "META_NAMES", "LIKE_NAMES", "NEW_NAMES", "PASS_MODULES",
-           "SPATIAL_MODULES"]
+from runtime.elastic.optable import OPS, Op
+
+__all__ = ["register_op", "unregister_op", "behaviour_of", "resolve_target", "BEHAVIOURS", "OPS",
+           "Op"]
 
 BEHAVIOURS = ("channel_preserving", "elementwise", "frozen")
-
-PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
-    nn.LeakyReLU, nn.ELU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.Identity, nn.Dropout,
-    nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-    nn.Softmax, nn.LogSoftmax, nn.SELU, nn.CELU,
-)
-SPATIAL_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
-    nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d,
-)
-PASS_NAMES = frozenset({
-    "relu", "relu_", "relu6", "silu", "gelu", "hardswish", "hardsigmoid", "sigmoid", "tanh",
-    "leaky_relu", "elu", "mish", "softplus", "hardtanh", "dropout", "dropout1d", "dropout2d",
-    "alpha_dropout", "contiguous", "clone", "detach", "float", "half", "double", "bfloat16", "to",
-    "type", "type_as", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "erf", "clamp", "clamp_",
-    "clip", "softmax", "log_softmax", "sigmoid_", "hardswish_", "hardsigmoid_", "tanh_", "selu",
-    "celu", "square", "reciprocal", "sign", "round", "floor", "ceil", "requires_grad_",
-    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool2d",
-    "interpolate", "upsample", "pixel_dropout", "silu_", "gelu_", "identity",
-    # train-time ops that keep channels: stochastic depth / drop path (torchvision, timm),
-    # dropout variants, and the *_like constructors a hand-written per-sample mask uses
-    "stochastic_depth", "drop_path", "drop_block2d", "drop_block3d", "dropout_",
-    "feature_alpha_dropout", "dropout3d", "native_dropout", "empty_like", "zeros_like",
-    "ones_like", "rand_like", "randn_like", "bernoulli", "bernoulli_",
-})
-NEW_NAMES = frozenset({"new_empty", "new_zeros", "new_ones", "new_full", "empty", "zeros",
-                       "ones", "full", "rand", "randn"})  # fresh tensors of a given size
-LIKE_NAMES = frozenset({"empty_like", "zeros_like", "ones_like", "rand_like", "randn_like",
-                        "full_like"})
-BINARY_NAMES = frozenset({
-    "add", "sub", "mul", "truediv", "div", "floordiv", "iadd", "isub", "imul", "itruediv",
-    "add_", "sub_", "mul_", "div_", "maximum", "minimum", "rsub", "radd", "rmul", "true_divide",
-    "multiply", "subtract", "pow",
-})
-REDUCE_NAMES = frozenset({"mean", "sum", "amax", "amin", "max", "min", "prod", "std", "var",
-                          "norm", "logsumexp"})
-META_NAMES = frozenset({"size", "dim", "numel", "getattr", "ndimension", "nelement", "_assert",
-                        "eq", "ne"})
-
-_RULES: dict[Any, Any] = {}
+WIDTH_RULE = {"channel_preserving": "pass", "elementwise": "binary", "frozen": "frozen"}
+_BEHAVIOUR = {v: k for k, v in WIDTH_RULE.items()}
+_REPLACED: dict[Any, Op | None] = {}  # Rule 2: what a user rule replaced, restored on unregister
 
 
 def resolve_target(target: Any) -> Any:
-    """A class/function for ``"package.module:Name"``, else `target` itself (Rule 1)."""
+    """A class/function for ``"package.module:Name"``, else `target` itself (Rule 2)."""
     if isinstance(target, str) and ":" in target:
         module, _, name = target.partition(":")
         try:
@@ -110,40 +75,53 @@ def _check(behaviour: Any) -> None:
                          f"got {behaviour!r}")
 
 
-def register_op(target: Any, behaviour: str | Callable) -> None:
-    """Rule 1: tell the analysis how `target` treats channels (see the module docstring)."""
+def register_op(target: Any, behaviour: str | Callable, *, family: str = "registered",
+                same_shape: bool = False) -> None:
+    """Rule 2: tell the compiler how `target` treats channels (see the module docstring)."""
     _check(behaviour)
-    _RULES[resolve_target(target)] = behaviour
+    key = resolve_target(target)
+    old = OPS.add(key, Op(family, WIDTH_RULE.get(behaviour, behaviour), same_shape=same_shape))
+    _REPLACED.setdefault(key, old)
 
 
 def unregister_op(target: Any) -> None:
-    _RULES.pop(resolve_target(target), None)
+    key = resolve_target(target)
+    if key in _REPLACED:
+        OPS.remove(key, restore=_REPLACED.pop(key))
 
 
 def local_rules(pairs) -> dict:
-    """Rule 2: {target object: behaviour} from ``(reference, behaviour)`` pairs."""
+    """Rule 3: {target object: width rule} from ``(reference, behaviour)`` pairs."""
     out = {}
     for target, behaviour in pairs:
         _check(behaviour)
-        out[resolve_target(target)] = behaviour
+        out[resolve_target(target)] = WIDTH_RULE.get(behaviour, behaviour)
     return out
 
 
-def behaviour_of(obj: Any, name: str | None = None,
-                 local: Mapping | None = None) -> str | Callable | None:
-    """The registered behaviour for a module instance, a function or an op name, if any."""
-    for rules in (local or {}, _RULES):
-        if not rules:
-            continue
-        if isinstance(obj, nn.Module):
-            for cls in type(obj).__mro__:
-                if cls in rules:
-                    return rules[cls]
-        elif obj is not None and _hashable(obj) and obj in rules:
-            return rules[obj]
-        if name is not None and name in rules:
-            return rules[name]
-    return None
+def local_rule(obj: Any, name: str | None, local: Mapping | None) -> str | Callable | None:
+    """The width rule `local` (from `local_rules`) gives a module instance, function or name."""
+    if not local:
+        return None
+    if isinstance(obj, nn.Module):
+        for cls in type(obj).__mro__:
+            if cls in local:
+                return local[cls]
+    elif obj is not None and _hashable(obj) and obj in local:
+        return local[obj]
+    return local.get(name) if name is not None else None
+
+
+def behaviour_of(obj: Any, name: str | None = None) -> str | Callable | None:
+    """How the table (user rules included) treats a module instance, a function or an op name:
+    a behaviour of `BEHAVIOURS`, another width rule's name, a custom rule, or None (unknown)."""
+    op = OPS.of_module(obj) if isinstance(obj, nn.Module) else \
+        OPS.of_function(obj) if obj is not None and _hashable(obj) else None
+    if op is None and name is not None:
+        op = OPS.of_name(name)
+    if op is None or op.width is None:
+        return None
+    return _BEHAVIOUR.get(op.width, op.width)
 
 
 def _hashable(obj: Any) -> bool:

@@ -8,7 +8,8 @@ import inspect
 import torch.fx as fx
 
 from compiler.ir import IRGraph
-from passes._block_rules import _INPLACE_FUNCS, _VIEWS, _is
+from compiler.ops import OPS
+from passes._block_rules import _is
 from passes.unsupported import Unsupported
 
 
@@ -24,7 +25,7 @@ def _writes_into(ir: IRGraph, name: str, body: set[str]) -> str | None:
     if node.op == "call_module":
         hit = getattr(ir.module(node.target), "inplace", False) is True
     else:
-        hit = kind in _INPLACE_FUNCS or (kind.endswith("_") and not kind.startswith("_")
+        hit = kind in OPS.names(inplace=True) or (kind.endswith("_") and not kind.startswith("_")
                                          and kind != "requires_grad_")
     if not hit and node.op == "call_function":
         try:  # F.relu(x, inplace=True), F.relu(x, True)
@@ -32,7 +33,7 @@ def _writes_into(ir: IRGraph, name: str, body: set[str]) -> str | None:
                 .arguments.get("inplace") is True
         except (TypeError, ValueError):
             pass
-    while hit and arg.name in body and _is(ir.info(arg.name), _VIEWS) and arg.args \
+    while hit and arg.name in body and _is(ir.info(arg.name), OPS.names(alias=True)) and arg.args \
             and isinstance(arg.args[0], fx.Node):
         arg = arg.args[0]
     return arg.name if hit else None

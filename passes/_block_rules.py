@@ -1,4 +1,5 @@
-"""Op-name tables and block naming of `find_skippable_blocks` (its docstring is the spec)."""
+"""Op matching and block naming of `find_skippable_blocks` (its docstring is the spec; the op
+families it matches come from the op table, `compiler.ops.OPS`)."""
 from __future__ import annotations
 
 import os
@@ -6,26 +7,9 @@ from collections import Counter
 
 from compiler.ir import IRGraph, NodeInfo
 
-_NORMS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm", "GroupNorm",
-          "batch_norm", "layer_norm", "group_norm"}
-_ACTS = {"ReLU", "ReLU6", "SiLU", "GELU", "Hardswish", "Hardsigmoid", "Sigmoid", "Tanh",
-         "LeakyReLU", "ELU", "Mish", "PReLU", "relu", "relu_", "relu6", "silu", "gelu", "hardswish",
-         "hardsigmoid", "sigmoid", "sigmoid_", "tanh", "tanh_", "leaky_relu", "leaky_relu_", "elu",
-         "elu_", "mish", "hardtanh", "hardtanh_"}
-_PARAM_FUNCS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-                "conv_transpose3d", "linear", "bilinear"}
-_MATMULS = {"matmul", "mm", "bmm", "addmm", "einsum"}
-_ADDITIVE = {"add", "sub", "iadd", "isub", "add_", "sub_"}
-_CATS = {"cat", "concat", "concatenate"}
-_MERGES = _ADDITIVE | _CATS | {"mul", "imul", "mul_"}
-_LAYOUT = {"view", "reshape", "permute", "transpose", "contiguous", "flatten", "unflatten",
-           "squeeze", "unsqueeze", "t", "movedim", "Flatten", "Unflatten", "Identity"}
-_VIEWS = _LAYOUT | {"getitem", "expand", "expand_as", "view_as", "narrow", "select", "chunk",
-                    "split", "unbind", "detach", "as_strided"}
-_INPLACE_FUNCS = {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "iand", "ior",
-                  "ixor", "ilshift", "irshift", "imatmul", "setitem"}
 
-def _is(info: NodeInfo, kinds: set) -> bool:
+def _is(info: NodeInfo, kinds) -> bool:
+    """Whether a call node's op (`NodeInfo.kind`) is one of `kinds` (names from `OPS.names`)."""
     return info.op in ("call_module", "call_function", "call_method") and info.kind in kinds
 
 

@@ -8,7 +8,7 @@ import math
 from passes._width_ops import HANDLERS_BASE, HINT_FREEZE, ShapeOf, TDesc, D, _norm_dim, shape
 from passes._width_attention import (on_matmul, on_sdpa, on_select, on_slice, on_t, piece_sizes,
                                      split_channels, split_heads)
-from compiler.ops import LIKE_NAMES
+from compiler.ops import OPS
 from passes._width_rules import Desc, Grid, PDesc, Seg, arg, is_node, rest_args
 from passes._width_shuffle import cut_pieces, merge_grid, permute_grid, split_grid
 
@@ -187,7 +187,7 @@ def on_split_like(st, node, _=None):  # Rule 13 (channel split) / Rule 10 (other
 def _shape_only(st, node) -> bool:
     """Whether a value only gives shape, dtype and device to ``*_like`` constructors (the
     per-sample mask of hand-written stochastic depth: ``empty_like(x[:, :1, :1, :1])``)."""
-    return bool(node.users) and all(st.ir.info(u.name).kind in LIKE_NAMES for u in node.users)
+    return bool(node.users) and all(st.ir.info(u.name).kind in OPS.names("like") for u in node.users)
 
 
 def on_getitem(st, node):  # Rule 10

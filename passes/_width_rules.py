@@ -7,16 +7,13 @@ space. ``None`` means a tensor whose channels are fixed (or that has no channel 
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from compiler.ir import IRGraph
-from compiler.ops import (BINARY_NAMES, META_NAMES, NEW_NAMES, PASS_MODULES, PASS_NAMES,
-                          REDUCE_NAMES, SPATIAL_MODULES, behaviour_of)
+from compiler.ops import OPS, local_rule
+from runtime.elastic.optable import spelling
 from passes.unsupported import Unsupported
 
 
@@ -183,23 +180,7 @@ def _lcm(a: int, b: int) -> int:
     return a * b // math.gcd(a, b)
 
 
-# ---------------------------------------------------------------- op tables (compiler.ops)
-_PASS_MODULES, _SPATIAL_MODULES = PASS_MODULES, SPATIAL_MODULES
-_PASS_NAMES, _BINARY_NAMES, _REDUCE_NAMES, _META_NAMES = PASS_NAMES, BINARY_NAMES, REDUCE_NAMES, \
-    META_NAMES
-_BEHAVIOUR_KIND = {"channel_preserving": "pass", "elementwise": "binary", "frozen": "frozen"}
-_LAYOUT_NAMES = {n: n for n in (
-    "permute", "transpose", "reshape", "flatten", "chunk", "split", "expand", "unsqueeze",
-    "squeeze", "expand_as", "unflatten", "tensor_split", "unbind", "repeat", "matmul")}
-_LAYOUT_NAMES.update(view="reshape", _unsafe_view="reshape", bmm="matmul", split_with_sizes="split")
-# ATen spellings (torch.export front end) of what the fx front end sees as methods or functions.
-_ATEN_NAMES = {"scaled_dot_product_attention": "sdpa", "select": "select", "slice": "slice",
-               "alias": "pass", "_assert_tensor_metadata": "meta", "sym_size": "meta",
-               "cat": "cat", "stack": "stack", "layer_norm": "layer_norm_fn", "t": "t",
-               "linear": "functional_layer", "conv2d": "functional_layer", "addmm": "matmul",
-               "mm": "matmul", "constant_pad_nd": "pad"}
-
-
+# ---------------------------------------------------------------- helpers
 def arg(node, index: int, name: str, default=None):
     if len(node.args) > index:
         return node.args[index]
@@ -223,68 +204,25 @@ def tensor_args(node) -> list:
     return [a for a in node.all_input_nodes]
 
 
-# Functions fx records by identity; names resolve the rest.
-_FUNC_KIND = {operator.getitem: "getitem", torch.cat: "cat", torch.concat: "cat",
-              torch.flatten: "flatten", torch.stack: "stack", F.layer_norm: "layer_norm_fn",
-              F.pad: "pad", torch.permute: "permute", torch.transpose: "transpose",
-              torch.reshape: "reshape", torch.chunk: "chunk", torch.split: "split",
-              operator.matmul: "matmul", torch.matmul: "matmul", torch.bmm: "matmul",
-              torch.einsum: "matmul", F.linear: "functional_layer", F.conv2d: "functional_layer",
-              F.conv1d: "functional_layer", F.batch_norm: "functional_layer",
-              F.group_norm: "functional_layer", F.scaled_dot_product_attention: "sdpa",
-              torch.unsqueeze: "unsqueeze", torch.squeeze: "squeeze", torch.where: "where"}
-try:
-    _FUNC_KIND[torch.concatenate] = "cat"
-except AttributeError:  # older torch
-    pass
-
-
 def classify(node, ir: IRGraph, rules=None) -> str | object:
-    """The rule family of an fx node; a registered behaviour (`compiler.ops`) comes first, and
-    a custom rule is returned as the callable itself."""
+    """The width rule family of an fx node, from the op table (`compiler.ops.OPS`); a rule given
+    for this compilation (`rules`, from `compiler.ops.local_rules`) comes first, and a custom
+    rule is returned as the callable itself. Ops the table does not know are ``"unknown"``."""
     if node.op in ("placeholder", "get_attr", "output"):
         return node.op
     obj = ir.module(node.target) if node.op == "call_module" else \
         node.target if node.op == "call_function" else None
-    found = behaviour_of(obj, ir.info(node.name).kind, rules)
-    if found is not None:
-        return _BEHAVIOUR_KIND.get(found, found)
-    if node.op == "call_module":
-        mod = ir.module(node.target)
-        for types, kind in _MODULE_KINDS:
-            if isinstance(mod, types):
-                return kind
-        return "unknown"
-    kind = _FUNC_KIND.get(node.target) if node.op == "call_function" else None
-    if kind:
-        return kind
     name = ir.info(node.name).kind
-    aten = isinstance(node.target, torch._ops.OpOverload)
-    if (node.op == "call_method" or aten) and name in _LAYOUT_NAMES:
-        return _LAYOUT_NAMES[name]
-    if aten and name in _ATEN_NAMES:
-        return _ATEN_NAMES[name]
-    if name in _META_NAMES:
-        return "meta"
-    if name in NEW_NAMES:
-        return "new"
-    if name in _BINARY_NAMES:
-        return "binary"
-    if name in _PASS_NAMES:
-        return "pass"
-    if name in _REDUCE_NAMES:
-        return "reduce"
-    return "unknown"
+    found = local_rule(obj, name, rules)
+    if found is not None:
+        return found
+    if node.op == "call_module":
+        op = OPS.of_module(obj)
+    else:
+        op = OPS.of_function(obj) if obj is not None else None
+        if op is None:
+            op = OPS.of_name(name, spelling(node.target, node.op))
+    return op.width if op is not None and op.width is not None else "unknown"
 
 
-_MODULE_KINDS = [
-    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), "conv"),
-    ((nn.Linear,), "linear"),
-    ((nn.modules.batchnorm._BatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d),
-     "batch_norm"),
-    ((nn.GroupNorm,), "group_norm"),
-    ((nn.LayerNorm,), "layer_norm"),
-    (_PASS_MODULES, "pass"),
-    (_SPATIAL_MODULES, "spatial"),
-    ((nn.Flatten,), "flatten"),
-]
+

@@ -52,6 +52,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
+from compiler.ops import OPS
 from passes.find_elastic_kernels import ElasticKernels
 from passes.find_skippable_blocks import Stage
 from passes.find_width_groups import WidthGroups
@@ -288,13 +289,12 @@ def _mac_layers(gm: fx.GraphModule) -> dict[int, tuple[list[str], bool]]:
             continue
         mod = gm.get_submodule(node.target)
         for sub in mod.modules():  # Rule 7: layers inside a leaf module (nn.MultiheadAttention's
-            if isinstance(sub, _MACS):  # out_proj) count with the leaf's output positions
+            if isinstance(sub, OPS.types("conv", "linear")):  # out_proj) count with the leaf's output positions
                 out.setdefault(id(sub), ([], not isinstance(sub, torch.nn.Linear)))[0] \
                     .append(node.name)
     return out
 
 
-_MACS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
 def _bindings(gm, plan, elastic_ops, mac_layers, kernel_dims, stage_paths) -> Bindings:

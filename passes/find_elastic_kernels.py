@@ -45,12 +45,11 @@ import torch
 import torch.fx as fx
 
 from compiler.ir import IRGraph
+from compiler.ops import OPS
 from passes.unsupported import Unsupported, raise_if_strict
 
 __all__ = ["KernelConfig", "ElasticKernel", "ElasticKernels", "find_elastic_kernels"]
 
-_CONVS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-_FUNCTIONAL = {"conv1d", "conv2d", "conv3d"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,9 +164,9 @@ def find_elastic_kernels(ir: IRGraph, *, cfg: KernelConfig = KernelConfig()) -> 
     kernels, records = [], []
     for name in ir.names:
         info = ir.info(name)
-        if info.op == "call_module" and isinstance(ir.module(info.target), _CONVS):
+        if info.op == "call_module" and isinstance(ir.module(info.target), OPS.types("conv")):
             found = _kernel(ir, name, cfg, calls)
-        elif info.op == "call_function" and info.kind in _FUNCTIONAL:
+        elif info.op == "call_function" and info.kind in OPS.names("conv"):
             found = _functional(ir, name, cfg)
         else:
             continue

@@ -85,8 +85,8 @@ import networkx as nx
 
 from compiler.ir import IRGraph
 from passes._block_check import _check
-from passes._block_rules import (_ACTS, _ADDITIVE, _CATS, _LAYOUT, _MATMULS, _MERGES, _NORMS,
-                                 _PARAM_FUNCS, _common_prefix, _is, _scope, _unique_names)
+from compiler.ops import OPS
+from passes._block_rules import _common_prefix, _is, _scope, _unique_names
 from passes.unsupported import Unsupported, raise_if_strict
 
 __all__ = ["BlockConfig", "SkippableBlock", "Stage", "SkippableBlocks", "find_skippable_blocks"]
@@ -169,13 +169,20 @@ class _Ctx:
         self.idom, self.trunk, self.seg, self.buckets, self.on_trunk = {}, [], {}, [], set()
 
 
+_MERGES = ("add", "cat", "mul")  # families of the ops where branches meet (Rule 1)
+
+
 def _is_param(ir: IRGraph, name: str) -> bool:
     info = ir.info(name)  # Rule 4
     if info.op == "call_module":
         module = ir.module(info.target)
-        return not _is(info, _NORMS | _ACTS) and any(True for _ in module.parameters())
-    return info.op == "call_function" and (info.kind in _PARAM_FUNCS or (
-        info.kind in _MATMULS and any(ir.info(i).op == "get_attr" for i in ir.inputs(name))))
+        op = OPS.of_module(module)
+        return (op is None or op.family not in ("norm", "activation")) \
+            and any(True for _ in module.parameters())
+    return info.op == "call_function" and (
+        info.kind in OPS.names("conv", "conv_transpose", "linear") or (
+            info.kind in OPS.names("matmul") and any(ir.info(i).op == "get_attr"
+                                                     for i in ir.inputs(name))))
 
 
 def _unit_interior(ctx: _Ctx) -> set[str]:
@@ -183,9 +190,9 @@ def _unit_interior(ctx: _Ctx) -> set[str]:
     ir, interior = ctx.ir, set()
     for name in ir.names:
         if name in ctx.params:
-            follow = [_NORMS, _ACTS]
-        elif _is(ir.info(name), _NORMS | _MERGES):
-            follow = [_ACTS]
+            follow = [OPS.names("norm"), OPS.names("activation")]
+        elif _is(ir.info(name), OPS.names("norm", *_MERGES)):
+            follow = [OPS.names("activation")]
         else:
             continue
         cur = ir.fx_node(name)
@@ -258,7 +265,7 @@ def _layout_tail(ctx: _Ctx, a: int, b: int, entries: set[int]) -> int:
     """Rule 6: the exit after absorbing a layout-only tail back to a's shape and dtype."""
     info = ctx.ir.info(ctx.trunk[a])
     for k in range(b, len(ctx.trunk) - 1):
-        if (k > b and k in entries) or not all(_is(ctx.ir.info(n), _LAYOUT)
+        if (k > b and k in entries) or not all(_is(ctx.ir.info(n), OPS.names("layout"))
                                                 for n in ctx.buckets[k]):
             return b
         nxt = ctx.ir.info(ctx.trunk[k + 1])
@@ -285,9 +292,9 @@ def _residual(ctx: _Ctx, a: str, b: str, body: set[str]) -> bool:
     bypass = _reach(ctx.ir, a, body, ctx.ir.users, ctx.params)
     for m in _reach(ctx.ir, b, body, ctx.ir.inputs, ctx.params):
         ins = {i for i in ctx.ir.inputs(m) if i in ctx.tensor}
-        if _is(ctx.ir.info(m), _ADDITIVE | _CATS) and ins & bypass and ins - bypass:
+        if _is(ctx.ir.info(m), OPS.names("add", "cat")) and ins & bypass and ins - bypass:
             return True
-        if _is(ctx.ir.info(m), _ADDITIVE) and len(ins) >= 2 and ctx.idom[m] == a:
+        if _is(ctx.ir.info(m), OPS.names("add")) and len(ins) >= 2 and ctx.idom[m] == a:
             return True
     return False
 
@@ -304,7 +311,7 @@ def _unsupported_nodes(ctx: _Ctx) -> list[Unsupported]:
                 f"{info.describe()} is a leaf module with {len(info.tuple_shapes)} outputs: "
                 "whether it aliases or keeps state is unknown, so no block contains it"),
                 "let capture trace into it (drop it from leaf_modules) or return one tensor"))
-        elif v in ctx.idom and _is(info, _ADDITIVE) and v not in ctx.on_trunk \
+        elif v in ctx.idom and _is(info, OPS.names("add")) and v not in ctx.on_trunk \
                 and len({i for i in ctx.ir.inputs(v) if i in ctx.tensor}) >= 2 \
                 and _param_between(ctx, ctx.idom[v], v):
             out.append(Unsupported(v, "Rule 14", (

@@ -152,3 +152,65 @@ def test_strict_raises_once_with_every_record_of_every_pass():
     assert set(err.value.passes) == {"find_width_groups", "find_elastic_kernels"}
     text = str(err.value)
     assert "find_width_groups: g [Rule 13]" in text and "find_elastic_kernels: r" in text
+
+
+class SoftsignNet(nn.Module):
+    """Residual blocks around ``nn.Softsign``, a torch op the built-in table does not list."""
+
+    def __init__(self, c=16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(c, 32, 1), nn.Softsign(),
+                                                  nn.Conv2d(32, c, 1), nn.Softsign())
+                                    for _ in range(2))
+        self.head = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x.mean((2, 3)))
+
+
+def test_one_table_entry_reaches_capture_every_pass_and_the_fast_path(monkeypatch):
+    """The op table is the only op table: one `OPS.add` changes what capture computes, what the
+    width and depth analyses see, and what the runtime's fast path may add into."""
+    import operator
+
+    from compiler.ops import OPS, Op
+    from passes.find_skippable_blocks import _Ctx, _unit_interior  # white box: the units
+    from runtime.elastic import fastgraph
+
+    meta_calls = []
+    forward = nn.Softsign.forward
+    monkeypatch.setattr(nn.Softsign, "forward", lambda self, x: (
+        meta_calls.append(x.device.type == "meta"), forward(self, x))[1])
+    model, x = SoftsignNet().eval(), torch.zeros(1, 3, 8, 8)
+
+    def observe():
+        meta_calls.clear()
+        ir = capture(model, x)
+        wg = find_width_groups(ir)
+        units = {ir.info(n).target for n in _unit_interior(_Ctx(ir))}
+        gm = torch.fx.symbolic_trace(model)
+        fresh = [fastgraph._fresh_operand(gm, n) for n in gm.graph.nodes if n.target is operator.add]
+        return any(meta_calls), wg, units, fresh
+
+    computed, wg, units, fresh = observe()
+    assert computed  # capture computed the unknown op's output shape
+    assert wg.unsupported and any(g.frozen for g in wg.groups if g.name.startswith("blocks"))
+    assert "blocks.0.0" not in units  # the conv is not followed by a known activation
+    assert fresh == [None, None]  # the branch ends in an op not known to return a new tensor
+
+    old = OPS.add(nn.Softsign, Op("activation", "pass", same_shape=True, fresh=True))
+    try:
+        computed, wg, units, fresh = observe()
+        assert not computed  # capture: same shape, nothing to compute
+        assert not wg.unsupported and not any(g.frozen for g in wg.groups
+                                              if g.name.startswith("blocks"))
+        assert {"blocks.0.0", "blocks.0.2"} <= units  # depth analysis: conv + activation units
+        assert fresh == [1, 1]  # fast path: the add may write into the new output
+    finally:
+        OPS.remove(nn.Softsign, restore=old)
+    computed, wg, units, fresh = observe()
+    assert computed and wg.unsupported and fresh == [None, None]  # removed: unknown again

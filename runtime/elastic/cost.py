@@ -35,10 +35,10 @@ from runtime.elastic.blocks import SkipBlock
 from runtime.elastic.channels import Selector
 from runtime.elastic.conv import ElasticConv
 from runtime.elastic.ops import ElasticLinear, ElasticParameter
+from runtime.elastic.optable import OPS
 
 __all__ = ["Item", "walk", "CostModel", "measure_out_spatial", "is_mac_layer"]
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class Item(NamedTuple):
@@ -88,7 +88,7 @@ def walk(gm: fx.GraphModule) -> list[Item]:
 def is_mac_layer(item: Item) -> bool:
     obj = item.obj
     return isinstance(obj, (ElasticConv, ElasticLinear)) or (
-        item.kind == "plain" and isinstance(obj, (*_CONVS, nn.Linear)))
+        item.kind == "plain" and isinstance(obj, OPS.types("conv", "linear")))
 
 
 class Term(NamedTuple):

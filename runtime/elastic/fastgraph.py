@@ -53,8 +53,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.modules import module as _module_globals
 
-from runtime.elastic.conv import ElasticConv
-from runtime.elastic.ops import ElasticBatchNorm, ElasticLinear
+from runtime.elastic.optable import OPS
 
 __all__ = ["accelerate", "accelerate_all", "is_accelerated", "is_handled", "add_into"]
 
@@ -92,9 +91,6 @@ def is_handled(gm: fx.GraphModule) -> bool:
     return forward is not None and cls.__dict__.get(_HANDLED) is forward
 
 
-_FRESH_PLAIN = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d,
-                nn.BatchNorm3d)
-_FRESH_ELASTIC = (ElasticConv, ElasticLinear, ElasticBatchNorm)
 _ADD = "_elastic_add_into"  # the name of `add_into` in the generated code
 
 
@@ -107,7 +103,7 @@ def _fresh_operand(gm: fx.GraphModule, node: fx.Node) -> int | None:
     for i, arg in enumerate(node.args):
         if arg.op == "call_module" and len(arg.users) == 1:
             module = gm.get_submodule(arg.target)
-            if type(module) in _FRESH_PLAIN or isinstance(module, _FRESH_ELASTIC):
+            if type(module) in OPS.types(fresh=True):  # the op table's fresh-output modules
                 return i
     return None
 
@@ -133,7 +129,7 @@ def _observed(module: nn.Module) -> bool:
     """Whether a forward hook could keep ``module``'s output (Rule 6)."""
     if getattr(_module_globals, "_global_forward_hooks", True):  # unknown torch: assume a hook
         return True
-    inner = module._modules.get("module") if isinstance(module, _FRESH_ELASTIC) else None
+    inner = module._modules.get("module")  # an elastic op's wrapped module
     return bool(module._forward_hooks) or (inner is not None and bool(inner._forward_hooks))
 
 

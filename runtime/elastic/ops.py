@@ -49,6 +49,7 @@ from torch import nn
 from runtime.elastic.base import ElasticOp, clone_param, clone_tensor, tensor_attr
 from runtime.elastic.channels import sel_size, take
 from runtime.elastic.conv import ElasticConv
+from runtime.elastic.optable import OPS, Op
 
 __all__ = ["ElasticOp", "ElasticConv", "ElasticLinear", "ElasticBatchNorm", "ElasticLayerNorm",
            "ElasticGroupNorm", "ElasticParameter", "wrap"]
@@ -265,3 +266,7 @@ def wrap(module: nn.Module, kernel_choices: Sequence[int] | None = None) -> Elas
         if isinstance(module, cls._bases):
             return cls(module)
     raise TypeError(f"no elastic op for {type(module).__name__}; keep it frozen")
+
+
+for _fresh in (ElasticLinear, ElasticBatchNorm):  # outputs are new: the fast path may add into them
+    OPS.add(_fresh, Op("elastic", fresh=True))
