@@ -25,15 +25,16 @@ def _writes_into(ir: IRGraph, name: str, body: set[str]) -> str | None:
     if node.op == "call_module":
         hit = getattr(ir.module(node.target), "inplace", False) is True
     else:
-        hit = kind in OPS.names(inplace=True) or (kind.endswith("_") and not kind.startswith("_")
-                                         and kind != "requires_grad_")
+        hit = kind in OPS.names(inplace=True) or (
+            kind.endswith("_") and not kind.startswith("_") and kind != "requires_grad_")
     if not hit and node.op == "call_function":
         try:  # F.relu(x, inplace=True), F.relu(x, True)
             hit = _signature(node.target).bind(*node.args, **node.kwargs) \
                 .arguments.get("inplace") is True
         except (TypeError, ValueError):
             pass
-    while hit and arg.name in body and _is(ir.info(arg.name), OPS.names(alias=True)) and arg.args \
+    views = OPS.names(alias=True)
+    while hit and arg.name in body and _is(ir.info(arg.name), views) and arg.args \
             and isinstance(arg.args[0], fx.Node):
         arg = arg.args[0]
     return arg.name if hit else None

@@ -187,7 +187,8 @@ def on_split_like(st, node, _=None):  # Rule 13 (channel split) / Rule 10 (other
 def _shape_only(st, node) -> bool:
     """Whether a value only gives shape, dtype and device to ``*_like`` constructors (the
     per-sample mask of hand-written stochastic depth: ``empty_like(x[:, :1, :1, :1])``)."""
-    return bool(node.users) and all(st.ir.info(u.name).kind in OPS.names("like") for u in node.users)
+    like = OPS.names("like")
+    return bool(node.users) and all(st.ir.info(u.name).kind in like for u in node.users)
 
 
 def on_getitem(st, node):  # Rule 10

@@ -223,6 +223,3 @@ def classify(node, ir: IRGraph, rules=None) -> str | object:
         if op is None:
             op = OPS.of_name(name, spelling(node.target, node.op))
     return op.width if op is not None and op.width is not None else "unknown"
-
-
-

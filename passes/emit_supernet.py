@@ -288,13 +288,13 @@ def _mac_layers(gm: fx.GraphModule) -> dict[int, tuple[list[str], bool]]:
         if node.op != "call_module":
             continue
         mod = gm.get_submodule(node.target)
-        for sub in mod.modules():  # Rule 7: layers inside a leaf module (nn.MultiheadAttention's
-            if isinstance(sub, OPS.types("conv", "linear")):  # out_proj) count with the leaf's output positions
+        # Rule 7: layers inside a leaf module (nn.MultiheadAttention's out_proj) count with the
+        # leaf's output positions
+        for sub in mod.modules():
+            if isinstance(sub, OPS.types("conv", "linear")):
                 out.setdefault(id(sub), ([], not isinstance(sub, torch.nn.Linear)))[0] \
                     .append(node.name)
     return out
-
-
 
 
 def _bindings(gm, plan, elastic_ops, mac_layers, kernel_dims, stage_paths) -> Bindings:

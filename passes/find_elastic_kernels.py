@@ -51,7 +51,6 @@ from passes.unsupported import Unsupported, raise_if_strict
 __all__ = ["KernelConfig", "ElasticKernel", "ElasticKernels", "find_elastic_kernels"]
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class KernelConfig:
     """``min_kernel``: smallest choice (odd). ``strict``: raise instead of recording."""

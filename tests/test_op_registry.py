@@ -193,7 +193,8 @@ def test_one_table_entry_reaches_capture_every_pass_and_the_fast_path(monkeypatc
         wg = find_width_groups(ir)
         units = {ir.info(n).target for n in _unit_interior(_Ctx(ir))}
         gm = torch.fx.symbolic_trace(model)
-        fresh = [fastgraph._fresh_operand(gm, n) for n in gm.graph.nodes if n.target is operator.add]
+        fresh = [fastgraph._fresh_operand(gm, n) for n in gm.graph.nodes
+                 if n.target is operator.add]
         return any(meta_calls), wg, units, fresh
 
     computed, wg, units, fresh = observe()

@@ -45,7 +45,6 @@ from torch import nn
 
 from runtime.elastic.base import ElasticOp, clone_param, tensor_attr
 from runtime.elastic.channels import take
-from runtime.elastic.optable import OPS, Op
 
 __all__ = ["ElasticConv"]
 
@@ -165,6 +164,3 @@ class ElasticConv(ElasticOp):
     def _padding_ints(self, k: int) -> tuple[int, ...]:
         shrink = (self.max_kernel - k) // 2
         return tuple(p - shrink * d for p, d in zip(self.module.padding, self.module.dilation))
-
-
-OPS.add(ElasticConv, Op("elastic", fresh=True))  # its output is new: the fast path may add into it

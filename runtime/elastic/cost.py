@@ -40,7 +40,6 @@ from runtime.elastic.optable import OPS
 __all__ = ["Item", "walk", "CostModel", "measure_out_spatial", "is_mac_layer"]
 
 
-
 class Item(NamedTuple):
     kind: str  # "op" | "skip" | "plain" | "attr"
     path: str

@@ -268,5 +268,5 @@ def wrap(module: nn.Module, kernel_choices: Sequence[int] | None = None) -> Elas
     raise TypeError(f"no elastic op for {type(module).__name__}; keep it frozen")
 
 
-for _fresh in (ElasticLinear, ElasticBatchNorm):  # outputs are new: the fast path may add into them
+for _fresh in (ElasticConv, ElasticLinear, ElasticBatchNorm):  # new outputs: the fast path may add into them
     OPS.add(_fresh, Op("elastic", fresh=True))

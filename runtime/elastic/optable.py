@@ -131,7 +131,8 @@ class OpTable:
         key = ("names", families, tuple(sorted(flags.items())))
         if key not in self._cache:
             found = {n for n, op in self._names.items() if self._match(op, families, flags)}
-            found |= {c.__name__ for c, op in self._types.items() if self._match(op, families, flags)}
+            found |= {c.__name__ for c, op in self._types.items()
+                      if self._match(op, families, flags)}
             self._cache[key] = frozenset(found)
         return self._cache[key]
 
