@@ -14,10 +14,10 @@ one thread. ``--protocol interleaved`` (default) times them in chunks of ``--chu
 slow drifts of the machine then shift every model of a chunk alike instead of reordering them
 (measured here: two separate ``latency_objective`` passes of 30 calls rank 100 MobileNetV2
 sub-networks alike at Kendall tau 0.79 only, two interleaved passes of 150 calls at 0.89).
-``--protocol separate`` is the search's `latency_objective` (p50 of ``--iterations`` calls per
-model, one after the other, cached by architecture). The first ``--test`` sub-networks are held
-out; predictors are fitted on the first n of the rest for
-each n in ``--train-sizes`` on the masked encoding (`SearchSpace.features`). ``--supernet`` and
+Both are the search's `latency_objective` (``protocol=``); ``separate`` takes the p50 of
+``--iterations`` calls per model, one after the other, cached by architecture. The first
+``--test`` sub-networks are held out; predictors are fitted on the first n of the rest for each
+n in ``--train-sizes`` on the masked encoding (`SearchSpace.features`). ``--supernet`` and
 ``--data`` add the accuracy of a trained super-network (``runtime.train.evaluate_subnet``).
 Writes JSON and prints one line per (model, objective, predictor, n).
 """
@@ -62,27 +62,19 @@ def _scores(space, configs, values, args) -> list[dict]:
 
 def _measure(net, configs, precision: str, shape, args) -> list[float]:
     """p50 ms per config by ``args.protocol`` (see the module docstring), with progress."""
-    if args.protocol == "separate":
-        obj = latency_objective(net, f"openvino:{precision}:1:1", input_shape=shape,
-                                iterations=args.iterations, warmup=3, repeats=args.repeats)
-        return [obj.evaluate([c])[0] for c in _progress(configs, f"{precision} separate")]
-    from runtime.lower.latency import compare_models
-
-    out = []
-    chunks = [configs[i:i + args.chunk] for i in range(0, len(configs), args.chunk)]
-    for chunk in _progress(chunks, f"{precision} interleaved, chunks of {args.chunk}"):
-        models = {str(i): net.extract(c).eval() for i, c in enumerate(chunk)}
-        reports = compare_models(models, [("openvino", precision)], input_shape=shape,
-                                 iterations=args.iterations, warmup=3, repeats=args.repeats,
-                                 interleave=args.interleave)
-        out += [reports[str(i)][f"openvino/{precision}"].p50_ms for i in range(len(chunk))]
-    return out
+    obj = latency_objective(net, f"openvino:{precision}:1:1", input_shape=shape,
+                            iterations=args.iterations, warmup=3, repeats=args.repeats,
+                            protocol=args.protocol, interleave=args.interleave)
+    size = 1 if args.protocol == "separate" else args.chunk
+    chunks = [configs[i:i + size] for i in range(0, len(configs), size)]
+    return [v for chunk in _progress(chunks, f"{precision} {args.protocol}, {size} at once")
+            for v in obj.evaluate(chunk)]
 
 
 def _progress(items, label: str):
     from tqdm import tqdm
 
-    return tqdm(items, desc=label, unit="model" if "separate" in label else "chunk")
+    return tqdm(items, desc=label, unit="chunk")
 
 
 def latency_rows(model_name: str, args) -> list[dict]:

@@ -1,4 +1,6 @@
 """Built-in objectives on a real (tiny) super-network, targets, and selection of sub-networks."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -42,6 +44,33 @@ def test_latency_objective_measures_extracted_subnets_serially():
     assert len(values) == 2 and all(v > 0 for v in values)
     assert obj.concurrent is False and obj.settings["target"]["backend"] == "torch"
     assert obj.target.key == "torch:fp32:b1:t1:cpu"
+
+
+def test_interleaved_latency_times_a_batch_together_and_keeps_its_settings_apart(monkeypatch):
+    import runtime.lower.latency as latency
+
+    net = tiny_supernet()
+    batch = [net.max_config(), net.min_config(), net.max_config()]
+    obj = latency_objective(net, "torch:fp32:1:1", iterations=20, warmup=2, repeats=3,
+                            protocol="interleaved", interleave=2, cache=False)
+    assert all(v > 0 for v in obj.evaluate(batch))  # really timed once
+    assert len(obj.evaluate([net.min_config()])) == 1  # a batch of one is timed alone
+    calls = []
+
+    def fake(models, configs, **kw):  # p50 = the model's parameter count: order is checkable
+        calls.append((len(models), configs, kw["interleave"], kw["repeats"]))
+        return {k: {"torch/fp32": SimpleNamespace(p50_ms=float(sum(p.numel() for p in
+                                                                  m.parameters())))}
+                for k, m in models.items()}
+
+    monkeypatch.setattr(latency, "compare_models", fake)
+    big, small, again = obj.evaluate(batch)
+    assert calls == [(3, [("torch", "fp32")], 2, 3)]  # one interleaved measurement of the batch
+    assert (big, small, again) == (net.params(batch[0]), net.params(batch[1]), net.params(batch[0]))
+    assert obj.settings["protocol"] == "interleaved" and obj.settings["interleave"] == 2
+    assert "protocol" not in latency_objective(net, "torch:fp32:1:1").settings  # old stores match
+    with pytest.raises(ValueError, match=r"unknown latency protocol 'paired'.*interleaved"):
+        latency_objective(net, "torch:fp32:1:1", protocol="paired")
 
 
 @pytest.mark.parametrize("text, message", [("tvm", "unknown backend"), ("openvino:int4", "precision"),

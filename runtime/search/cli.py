@@ -2,6 +2,7 @@
 
     supernet search SUPERNET.pt --objectives accuracy,latency [--data REF]
                     [--target openvino:int8:1:1] [--latency-method measure|table]
+                    [--latency-protocol separate|interleaved]
                     [--tactic concurrent] [--algorithm nsga2] [--budget 200] [--population N]
                     [--constraint latency_ms<=5 ...] [--warm-start STORE] [--store PATH]
                     [--seed 0] [--no-progress] -o DIR
@@ -58,7 +59,8 @@ def _objectives(args, supernet) -> tuple[list, dict[str, Any]]:
     from runtime.search.objectives import BUILTIN_OBJECTIVES, HardwareTarget
 
     names = [n.strip() for n in args.objectives.split(",") if n.strip()]
-    context: dict[str, Any] = {"latency_method": args.latency_method}
+    context: dict[str, Any] = {"latency_method": args.latency_method,
+                               "latency_protocol": args.latency_protocol}
     if args.target:
         context["target"] = HardwareTarget.parse(args.target)
     if "accuracy" in names:
@@ -126,6 +128,8 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", help="data reference for accuracy (runtime.train.data.load_data)")
     p.add_argument("--target", help="latency target backend:precision:batch:threads[:device]")
     p.add_argument("--latency-method", choices=("measure", "table"), default="measure")
+    p.add_argument("--latency-protocol", choices=("separate", "interleaved"), default="separate",
+                   help="interleaved: time each batch of configs together (steadier ranking)")
     p.add_argument("--tactic", default="concurrent", help=f"one of {list(TACTICS)}")
     p.add_argument("--algorithm", default="nsga2", help=f"one of {list(ALGORITHMS)}")
     p.add_argument("--budget", type=int, default=200, help="validations to spend")
