@@ -27,12 +27,25 @@ def test_sklearn_conventions(name):
     assert est.predict(F).shape == (60,)
 
 
-@pytest.mark.parametrize("name", ["ridge2", "svr", "gbr", "ensemble"])
+@pytest.mark.parametrize("name", ["auto", "ridge2", "svr", "gbr", "ensemble"])
 def test_rank_held_out_accuracy(name):
     F, acc, _ = _data(400)
     r = predictor_report(make_predictor(name), F[:300], acc[:300], F[300:], acc[300:])
     assert r.n_train == 300 and r.n_test == 100
     assert r.kendall_tau > 0.6 and r.mape < 3.0
+
+
+def test_auto_picks_per_objective_by_cross_validation_and_predicts_with_its_choice():
+    F, acc, macs = _data(200)
+    additive = make_predictor("auto").fit(F, F @ np.linspace(1.0, 2.0, F.shape[1]))
+    assert additive.chosen_ == "ridge"
+    assert additive.cv_error_["ridge"] < additive.cv_error_["svr"]
+    saturating = make_predictor("auto").fit(F, acc)
+    assert saturating.chosen_ == min(saturating.cv_error_, key=saturating.cv_error_.get)
+    alone = make_predictor(saturating.chosen_).fit(F, acc)
+    np.testing.assert_allclose(saturating.predict(F[:20]), alone.predict(F[:20]))
+    few = make_predictor("auto").fit(F[:3], acc[:3])  # fewer rows than folds: no CV
+    assert few.chosen_ == "ridge" and few.cv_error_ == {}
 
 
 def test_ridge2_quadratic_form_equals_the_kernel_ridge_it_folds():

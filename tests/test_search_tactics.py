@@ -123,4 +123,7 @@ def test_warm_predictors_beat_cold_ones_after_a_few_validations(tmp_path):
 
     warm = error(make_transfer(load_archive(src, p.space), p.space, gpu, fp, "svr"))
     cold = error(None)
-    assert (warm < cold).all(), (warm, cold)  # accuracy and gpu latency both
+    # the old accuracies are extra rows: better; the cpu-latency prior is kept only where it
+    # cross-validates better than the cold predictor (auto picks a ridge for this additive
+    # gpu latency, which the prior does not beat): never worse
+    assert warm[0] < cold[0] and warm[1] <= cold[1] + 1e-9, (warm, cold)

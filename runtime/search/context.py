@@ -31,7 +31,7 @@ __all__ = ["TacticOptions", "Context"]
 class TacticOptions:
     """Rule 1."""
 
-    predictor: str = "svr"  # runtime.search.predictors.make_predictor name
+    predictor: str = "auto"  # runtime.search.predictors.make_predictor name (auto: CV per objective)
     initial: int | None = None  # first validated sample (default: the population size)
     batch_size: int | None = None  # validations per concurrent iteration (default: population / 2)
     inner_generations: int = 100  # inner search generations on the predictors
