@@ -54,6 +54,29 @@ def test_prefix_weight_is_a_view_and_inactive_grads_are_zero():
     assert conv.weight.grad[:3, :2].abs().sum() > 0 and conv.bias.grad[3:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("in_sel", [4, None])
+def test_strided_pointwise_conv_on_few_channels_last_channels_runs_nchw(in_sel):
+    # Rule 8: this conv's channels-last oneDNN backward corrupts the heap on AVX2 CPUs
+    # (1 thread, < 8 input channels); the guard must give the same values and gradients.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8 if in_sel else 4, 8, 1, stride=2, bias=False)
+    op = ElasticConv(conv).to(memory_format=torch.channels_last)
+    op.in_sel = in_sel
+    x = torch.randn(16, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(20):
+            y = op(x)
+            y.square().sum().backward()
+    finally:
+        torch.set_num_threads(before)
+    assert y.is_contiguous()  # ran in the default layout
+    ref_w = conv.weight.detach()[:, :4].contiguous()
+    assert_close(y, F.conv2d(x.detach().contiguous(), ref_w, None, 2), rtol=1e-5, atol=1e-5)
+    assert conv.weight.grad is not None and bool(conv.weight.grad[:, :4].abs().sum() > 0)
+
+
 def test_depthwise_conv_uses_one_selection_and_active_groups():
     conv = nn.Conv2d(6, 6, 3, padding=1, groups=6)
     op = ElasticConv(conv)

@@ -23,6 +23,11 @@ Rules:
      padding at least that large (checked at construction).
   7. ``extract()`` returns a plain ``nn.ConvNd`` with cloned active weights, the transformed
      kernel and the adjusted padding; the transform matrices vanish.
+  8. A 2-D pointwise conv with a stride runs in the default (NCHW) layout when its input has
+     fewer than 8 channels and is channels-last: on AVX2 CPUs, torch 2.13's oneDNN backward of
+     that conv corrupts the heap (``free(): invalid size``, seen with 2, 4 and 6 input channels,
+     1 thread), which a super-network meets whenever a downsampling shortcut shrinks below 8
+     channels. Same values; the output is NCHW, which later ops accept.
 
 Unsupported: transposed convs and subclasses of nn.ConvNd (their forward may differ): TypeError.
 
@@ -67,6 +72,8 @@ class ElasticConv(ElasticOp):
         self.max_kernel = int(module.kernel_size[0])
         self.depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
         self.in_sel = self.out_sel = self.kernel = None
+        self.strided_pointwise = (self.ndim  # Rule 8 == 2 and tuple(module.kernel_size) == (1, 1)
+                                  and max(module.stride) > 1 and module.padding_mode == "zeros")
         self.kernel_choices: tuple[int, ...] = (self.max_kernel,)
         self.kernel_transforms = nn.ParameterDict()
         if kernel_choices is not None:
@@ -94,6 +101,8 @@ class ElasticConv(ElasticOp):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self._modules["module"]  # base Rule 4: hot path
+        if self.strided_pointwise and x.shape[1] < 8 and not x.is_contiguous():
+            return self._default_layout(x)  # Rule 8
         if self.in_sel is None and self.out_sel is None and (
                 self.kernel is None or self.kernel == self.max_kernel):
             return m(x)  # Rule 1
@@ -102,6 +111,15 @@ class ElasticConv(ElasticOp):
         if pre_pad is not None:
             x = F.pad(x, pre_pad, mode=m.padding_mode)
         return _CONV_FN[self.ndim](x, weight, bias, m.stride, padding, m.dilation, groups)
+
+    def _default_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Rule 8: a 1x1 strided conv (no kernel choice, padding kept) on NCHW tensors."""
+        m = self._modules["module"]
+        weight, bias, groups = self._active_weight()
+        # a (O, I, 1, 1) weight counts as contiguous in both layouts, so .contiguous() would
+        # keep its channels-last strides (and the channels-last kernel): clone to NCHW strides
+        weight = weight.clone(memory_format=torch.contiguous_format)
+        return F.conv2d(x.contiguous(), weight, bias, m.stride, m.padding, m.dilation, groups)
 
     def _active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         m = self._modules["module"]
