@@ -58,3 +58,13 @@ def test_a_failing_batch_is_retried_one_config_at_a_time():
     r = search(p.space, [bad, p.objectives()[1]], tactic="full", budget=12, population=10,
                progress=False)
     assert all(e.ok and e.values["accuracy"] == 1.0 for e in r.history)
+
+
+def test_a_search_where_every_validation_fails_warns_with_the_first_error():
+    p = problem()
+    def broken(configs):
+        raise KeyError("top1")
+    objs = [Objective("accuracy", broken, minimize=False), p.objectives()[1]]
+    with pytest.warns(RuntimeWarning, match=r"every one of the 12 validations failed.*KeyError"):
+        r = search(p.space, objs, tactic="full", budget=12, population=10, progress=False)
+    assert not r.pareto and r.history and all(not e.ok for e in r.history)

@@ -24,6 +24,8 @@ Rules:
   7. ``progress=True`` shows a tqdm bar: validations, best hypervolume, ETA.
   8. ``bounds`` fixes the hypervolume normalisation (e.g. to compare a PopDB search, whose
      restricted space has other extremes, with a full-space one).
+  9. A search in which every validation failed warns (RuntimeWarning, with the first error):
+     its empty front is a broken objective, not a result.
 
 Example:
     >>> from runtime.elastic import Dimension, SearchSpace
@@ -39,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -225,6 +228,10 @@ def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "
         if own_pool:
             pool.shutdown()
     result = _result(ctx, tactic, algorithm, fp)
+    failed = [e for e in result.history if not e.ok]
+    if failed and len(failed) == len(result.history):  # Rule 9
+        warnings.warn(f"every one of the {len(failed)} validations failed, so the front is empty; "
+                      f"the first error: {failed[0].error}", RuntimeWarning, stacklevel=2)
     store.finish_search(sid, {"validations": result.validations, "pareto": len(result.pareto),
                               "hypervolume": result.best_hypervolume})
     return result
