@@ -75,6 +75,9 @@ def test_strided_pointwise_conv_on_few_channels_last_channels_runs_nchw(in_sel):
     ref_w = conv.weight.detach()[:, :4].contiguous()
     assert_close(y, F.conv2d(x.detach().contiguous(), ref_w, None, 2), rtol=1e-5, atol=1e-5)
     assert conv.weight.grad is not None and bool(conv.weight.grad[:, :4].abs().sum() > 0)
+    # only 2-D pointwise strided convs take that path: kernels > 1 and 1-D convs keep theirs
+    assert not ElasticConv(nn.Conv2d(4, 8, 3, stride=2, padding=1)).strided_pointwise
+    assert not ElasticConv(nn.Conv1d(4, 8, 1, stride=2)).strided_pointwise
 
 
 def test_depthwise_conv_uses_one_selection_and_active_groups():

@@ -72,7 +72,7 @@ class ElasticConv(ElasticOp):
         self.max_kernel = int(module.kernel_size[0])
         self.depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
         self.in_sel = self.out_sel = self.kernel = None
-        self.strided_pointwise = (self.ndim  # Rule 8 == 2 and tuple(module.kernel_size) == (1, 1)
+        self.strided_pointwise = (self.ndim == 2 and tuple(module.kernel_size) == (1, 1)  # Rule 8
                                   and max(module.stride) > 1 and module.padding_mode == "zeros")
         self.kernel_choices: tuple[int, ...] = (self.max_kernel,)
         self.kernel_transforms = nn.ParameterDict()
