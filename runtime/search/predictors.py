@@ -36,8 +36,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 __all__ = ["RidgePredictor", "SVRPredictor", "GBPredictor", "EnsemblePredictor", "AutoPredictor",
-           "make_predictor",
-           "predictor_report", "PredictorReport", "PREDICTORS"]
+           "make_predictor", "cv_error", "predictor_report", "PredictorReport", "PREDICTORS"]
 
 PREDICTORS = ("auto", "ridge", "ridge2", "svr", "gbr", "ensemble")
 
@@ -154,21 +153,14 @@ class AutoPredictor(BaseEstimator, RegressorMixin):
         self.candidates, self.folds, self.max_cv_rows = candidates, folds, max_cv_rows
 
     def fit(self, X, y):
-        from sklearn.model_selection import KFold
-
         X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float).ravel()
         errors = {}
         if len(self.candidates) > 1 and len(y) >= max(self.folds, 2):
             rows = np.arange(len(y))
             if len(y) > self.max_cv_rows:
                 rows = np.random.default_rng(0).choice(len(y), self.max_cv_rows, replace=False)
-            Xc, yc = X[rows], y[rows]
-            splits = list(KFold(self.folds, shuffle=True, random_state=0).split(Xc))
-            for name in self.candidates:
-                model = make_predictor(name)
-                errors[name] = float(np.mean(np.concatenate(
-                    [np.abs(clone(model).fit(Xc[a], yc[a]).predict(Xc[b]) - yc[b])
-                     for a, b in splits])))
+            errors = {name: cv_error(lambda name=name: make_predictor(name), X[rows], y[rows],
+                                     self.folds) for name in self.candidates}
         self.cv_error_ = errors
         self.chosen_ = min(errors, key=errors.get) if errors else self.candidates[0]
         self.model_ = make_predictor(self.chosen_).fit(X, y)
@@ -179,9 +171,21 @@ class AutoPredictor(BaseEstimator, RegressorMixin):
         return self.model_.predict(X)
 
 
+def cv_error(make, X: np.ndarray, y: np.ndarray, folds: int) -> float:
+    """Mean absolute error of ``make()`` (a fresh estimator per fold; `clone` would unfit a
+    fitted prior inside it) by seeded ``folds``-fold cross-validation."""
+    from sklearn.model_selection import KFold
+
+    err = []
+    for train, test in KFold(min(folds, len(y)), shuffle=True, random_state=0).split(X):
+        err.append(np.abs(make().fit(X[train], y[train]).predict(X[test]) - y[test]))
+    return float(np.concatenate(err).mean())
+
+
 def make_predictor(name: str = "ensemble") -> BaseEstimator:
     """A fresh predictor by name (Rule 4)."""
-    table = {"auto": lambda: AutoPredictor(), "ridge": lambda: RidgePredictor(), "ridge2": lambda: RidgePredictor(alpha=10.0, degree=2),
+    table = {"auto": lambda: AutoPredictor(), "ridge": lambda: RidgePredictor(),
+             "ridge2": lambda: RidgePredictor(alpha=10.0, degree=2),
              "svr": lambda: SVRPredictor(), "gbr": lambda: GBPredictor(),
              "ensemble": lambda: EnsemblePredictor()}
     if name not in table:

@@ -228,10 +228,10 @@ def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "
         if own_pool:
             pool.shutdown()
     result = _result(ctx, tactic, algorithm, fp)
-    failed = [e for e in result.history if not e.ok]
-    if failed and len(failed) == len(result.history):  # Rule 9
-        warnings.warn(f"every one of the {len(failed)} validations failed, so the front is empty; "
-                      f"the first error: {failed[0].error}", RuntimeWarning, stacklevel=2)
+    if result.history and result.info["failed"] == len(result.history):  # Rule 9
+        warnings.warn(f"every one of the {len(result.history)} validations failed, so the front is "
+                      f"empty; the first error: {result.history[0].error}", RuntimeWarning,
+                      stacklevel=2)
     store.finish_search(sid, {"validations": result.validations, "pareto": len(result.pareto),
                               "hypervolume": result.best_hypervolume})
     return result

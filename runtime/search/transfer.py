@@ -27,7 +27,7 @@ Rules:
 
 Example:
     >>> import numpy as np
-    >>> from runtime.search.predictors import make_predictor
+    >>> from runtime.search.predictors import cv_error, make_predictor
     >>> rng = np.random.default_rng(0)
     >>> X = rng.random((200, 4)); old = X @ [4.0, 1.0, 0.5, 0.1]
     >>> prior = make_predictor("ridge").fit(X, old)
@@ -49,7 +49,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 from runtime.elastic.space import SearchSpace
-from runtime.search.predictors import make_predictor
+from runtime.search.predictors import cv_error, make_predictor
 from runtime.search.store import settings_key
 
 __all__ = ["Archive", "load_archive", "PriorResidual", "Transfer", "make_transfer"]
@@ -107,16 +107,6 @@ def load_archive(source: Any, space: SearchSpace) -> Archive | None:
     return None
 
 
-def _cv_error(make, X: np.ndarray, y: np.ndarray, folds: int) -> float:
-    """Mean absolute error of ``make()`` (a fresh estimator; `clone` would unfit the prior)."""
-    from sklearn.model_selection import KFold
-
-    err = []
-    for train, test in KFold(min(folds, len(y)), shuffle=True, random_state=0).split(X):
-        err.append(np.abs(make().fit(X[train], y[train]).predict(X[test]) - y[test]))
-    return float(np.concatenate(err).mean())
-
-
 class _PriorLine(BaseEstimator, RegressorMixin):
     """``a * prior(x) + b`` plus a model of the residuals (Rule 3)."""
 
@@ -160,7 +150,7 @@ class PriorResidual(BaseEstimator, RegressorMixin):
             return clone(self.base)
 
         self.use_prior_ = len(y) < max(self.folds, 2) or \
-            _cv_error(line, X, y, self.folds) <= _cv_error(cold, X, y, self.folds)
+            cv_error(line, X, y, self.folds) <= cv_error(cold, X, y, self.folds)
         self.model_ = (line() if self.use_prior_ else cold()).fit(X, y)
         self.a_ = getattr(self.model_, "a_", None)
         self.n_features_in_ = X.shape[1]
