@@ -2,9 +2,10 @@
 
 Rules:
   1. Candidates are the search's validated front plus the maximal configuration. Those whose
-     search accuracy (a validation subset) is within ``tolerance_pt + 1`` of the best, the
-     cheapest first, and a spread of the rest, are re-evaluated on the whole validation set:
-     the selection never rests on the subset's noise alone.
+     search accuracy (a validation subset) is within ``tolerance_pt + 1`` of the best (the
+     ``2k + 2`` cheapest, for ``k = num_subnets``), and ``k`` spread over the rest, are
+     re-evaluated on the whole validation set: the selection never rests on the subset's
+     noise alone.
   2. Selection ``within_tolerance`` (BootstrapNAS's rule): first the sub-network with the fewest
      MACs whose whole-set accuracy is within ``tolerance_pt`` of the original model's; then
      further sub-networks of the re-evaluated front spread over MACs. ``pareto_spread`` skips
@@ -13,7 +14,9 @@ Rules:
      the whole-set evaluation of Rule 1, so the accuracy the selection judged is the exported
      module's, not a neighbour's with other statistics), is extracted, and is
      written in every format (`runtime.lower.artifacts`); every artifact's accuracy is measured
-     on the whole validation set: FP32 formats must agree with PyTorch within 0.1 pt and INT8
+     on the whole validation set and checked against the whole-set accuracy already measured
+     (the selection's, or the original stage's; not measured a second time): FP32 formats must
+     agree with PyTorch within 0.1 pt and INT8
      within 1 pt (or one image, on a set too small to resolve that), and the result of that
      check is recorded (and printed when it fails).
   4. The original model is lowered the same way, and every model x target is timed in one
@@ -51,8 +54,8 @@ def _candidates(ctx: RunContext, net) -> list[dict]:
                    and e["search_accuracy"] >= best - margin), key=lambda e: e["macs"])
     rest = sorted((e for e in entries if e not in near), key=lambda e: e["macs"])
     k = ctx.cfg.export.num_subnets
-    step = max(1, len(rest) // max(1, 2 * k))
-    return near[:3 * k + 2] + rest[::step][:2 * k]
+    step = max(1, len(rest) // max(1, k))
+    return near[:2 * k + 2] + rest[::step][:k]
 
 
 def _calibration(ctx: RunContext) -> list:
@@ -89,8 +92,10 @@ def _select(ctx: RunContext, pool: list[dict], original_acc: float) -> list[dict
     return chosen
 
 
-def _write_and_verify(ctx: RunContext, name: str, module: torch.nn.Module) -> dict:
-    """Rule 3 for one model; Rule 5 marker."""
+def _write_and_verify(ctx: RunContext, name: str, module: torch.nn.Module,
+                      accuracy: float | None = None) -> dict:
+    """Rule 3 for one model; Rule 5 marker. ``accuracy``: its whole-set top-1 when already
+    measured (the original's stage, the selection's evaluation), so it is not measured twice."""
     from runtime.lower.artifacts import evaluate_artifact, write_artifacts
     from runtime.train.evaluate import evaluate_model
     folder = ctx.path("export", name)
@@ -100,10 +105,14 @@ def _write_and_verify(ctx: RunContext, name: str, module: torch.nn.Module) -> di
     images = torch.cat([b[0] for b in ctx.calibration_batches(
         -(-e.calibration_samples // ctx.cfg.data.batch_size))])[:e.calibration_samples]
     paths = write_artifacts(module, ctx.example_input(), folder, formats=e.formats,
-                            calibration_data=images, calibration_samples=e.calibration_samples)
+                            calibration_data=images, calibration_samples=e.calibration_samples,
+                            bias_correction=e.bias_correction)
     val = ctx.loaders()[1]
-    result = evaluate_model(module, val)
-    torch_acc, one_image = result.top1, 100.0 / max(1, result.samples)
+    samples = len(val.dataset) if hasattr(val, "dataset") else None
+    if accuracy is None or samples is None:
+        result = evaluate_model(module, val)
+        accuracy, samples = result.top1, result.samples
+    torch_acc, one_image = accuracy, 100.0 / max(1, samples)
     checks = {}
     for kind, path in paths.items():
         acc = evaluate_artifact(kind, path, val)
@@ -174,13 +183,14 @@ def stage_export(ctx: RunContext) -> dict:
             raise RuntimeError("no sub-network could be selected: the search front is empty")
         write_json(selection_path, chosen)
     modules = {"original": ctx.model()}
-    infos = {"original": _write_and_verify(ctx, "original", ctx.model())}
+    infos = {"original": _write_and_verify(ctx, "original", ctx.model(), read_json(
+        ctx.path("original", "done.json"))["accuracy"])}
     for i, c in enumerate(chosen):
         name = f"subnet_{i}"
         calib = _calibration(ctx)
         modules[name] = extract_calibrated(net, c["config"], calib, calibration_batches=len(calib))
         ctx.path("export", name).mkdir(parents=True, exist_ok=True)
-        infos[name] = _write_and_verify(ctx, name, modules[name])
+        infos[name] = _write_and_verify(ctx, name, modules[name], c["accuracy"])
         infos[name].update(config=c["config"], role=c["role"], macs=c["macs"],
                            search_accuracy=c.get("search_accuracy"))
         ctx.log(f"  {name}: top-1 {infos[name]['accuracy']:.2f}%, {c['macs'] / 1e6:.2f}M MACs "

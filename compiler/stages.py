@@ -12,7 +12,9 @@ Rules:
      evaluate its top-1 on the whole validation set.
   2. compile: `compile_supernet` with the ``supernet`` options; ``compile/supernet.pt``.
   3. train: `runtime.train.train_supernet` from ``compile/supernet.pt`` with checkpoints in
-     ``train/checkpoints``; ``train/supernet.pt`` and ``train/metrics.jsonl``.
+     ``train/checkpoints``; ``train/supernet.pt`` and ``train/metrics.jsonl``. With
+     ``training.time_budget_s`` the epochs are cut to what fits, timed on this machine
+     (`runtime.train.plan`) and fixed in ``train/plan.json`` before the first step.
   4. search: `runtime.search.search` over the trained network; accuracy on a fixed validation
      subset (``data.search_val_limit``) after BN re-calibration; the store is
      ``search/store.sqlite``, so a restarted search validates nothing twice.
@@ -224,8 +226,10 @@ def stage_train(ctx: RunContext) -> dict:
     options = strategy_options(ctx.cfg)
     teacher = ctx.model() if t.teacher == "original" else None
     device = ("cuda" if torch.cuda.is_available() else "cpu") if t.device == "auto" else t.device
+    epochs = t.epochs if t.time_budget_s is None else planned_epochs(ctx, net, options, teacher,
+                                                                     device)
     result = train_supernet(
-        net, ctx.loaders()[0], strategy=t.strategy, strategy_options=options, epochs=t.epochs,
+        net, ctx.loaders()[0], strategy=t.strategy, strategy_options=options, epochs=epochs,
         lr=t.lr, teacher=teacher, max_steps=t.max_steps,
         checkpoint_dir=ctx.path("train", "checkpoints"), checkpoint_every=t.checkpoint_every,
         metrics_path=ctx.path("train", "metrics.jsonl"), resume=True, seed=ctx.cfg.seed,
@@ -238,6 +242,27 @@ def stage_train(ctx: RunContext) -> dict:
     summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
     ctx.log(f"  {result.steps} steps, {result.images_per_s:.0f} images/s")
     return {"result": summary, "wall_s": time.perf_counter() - t0}
+
+
+def planned_epochs(ctx: RunContext, net, options: dict, teacher, device) -> float:
+    """Rule 3's ``time_budget_s``: the epochs that fit, planned once (``train/plan.json``)."""
+    from runtime.train import plan_epochs, step_seconds, take_batches
+    t, path = ctx.cfg.training, ctx.path("train", "plan.json")
+    if path.exists():  # a resumed run ends where the uninterrupted one would
+        return float(read_json(path)["epochs"])
+    loader = ctx.loaders()[0]
+    spe = len(loader)
+    seconds = step_seconds(net, take_batches(loader, 4), strategy=t.strategy,
+                           strategy_options=options, total_steps=max(1, round(t.epochs * spe)),
+                           steps_per_epoch=spe, lr=t.lr, teacher=teacher, device=device,
+                           seed=ctx.cfg.seed)
+    epochs = plan_epochs(t.epochs, steps_per_epoch=spe, budget_s=t.time_budget_s,
+                         seconds_per_step=seconds)
+    write_json(path, {"epochs": epochs, "seconds_per_step": seconds, "steps_per_epoch": spe,
+                      "time_budget_s": t.time_budget_s, "configured_epochs": t.epochs})
+    ctx.log(f"  {seconds:.2f} s per step here: {epochs:.3g} of {t.epochs:g} epochs fit "
+            f"time_budget_s={t.time_budget_s:g}")
+    return epochs
 
 
 def strategy_options(cfg: RunConfig) -> dict:

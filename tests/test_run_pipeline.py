@@ -180,3 +180,24 @@ def test_killed_during_training_and_search_resumes_to_the_same_result(tmp_path):
     assert [e["values"] for e in got["pareto"]] == [e["values"] for e in want["pareto"]]
     assert got["validations"] == want["validations"]
     assert before >= 6 and _validated(out) == got["validations"]  # nothing validated twice
+
+
+def test_time_budget_plans_fewer_epochs_once_and_resume_keeps_the_plan(tmp_path):
+    out = tmp_path / "run"
+    cfg = digits_config(out, training={"epochs": 3, "time_budget_s": 0.5})
+    logs = []
+    summaries = run_pipeline(cfg, until="train", progress=False, log=logs.append)
+    plan = json.loads((out / "train" / "plan.json").read_text())
+    steps = summaries["train"]["result"]["steps"]
+    assert plan["configured_epochs"] == 3 and 0 < plan["epochs"] < 3
+    assert steps == round(plan["epochs"] * plan["steps_per_epoch"])  # what the plan allowed
+    assert steps * plan["seconds_per_step"] <= 0.5 + plan["seconds_per_step"]
+    assert any("epochs fit time_budget_s=0.5" in line for line in logs)
+    # a resumed run (training not finished) reads the plan instead of timing the machine again
+    (out / "train" / "done.json").unlink()
+    plan["epochs"] = 2 / plan["steps_per_epoch"]
+    (out / "train" / "plan.json").write_text(json.dumps(plan))
+    for c in (out / "train" / "checkpoints").glob("ckpt-*.pt"):
+        c.unlink()
+    again = run_pipeline(cfg, until="train", resume=True, progress=False, log=lambda s: None)
+    assert again["train"]["result"]["steps"] == 2

@@ -11,6 +11,7 @@ from runtime.train.distributed import DistContext, average_gradients, setup_dist
 from runtime.train.evaluate import (EvalResult, SubnetEvaluator, evaluate_model, evaluate_subnet,
                                     extract_calibrated, spanning_configs)
 from runtime.train.loop import TrainResult, train_supernet
+from runtime.train.plan import plan_epochs, step_seconds
 from runtime.train.progressive import ProgressiveShrinking, Stage
 from runtime.train.samplers import (CompoundSampler, LimitedSampler, MaxSampler, MinSampler,
                                     Sampler, UniformSampler, make_sampler)
@@ -30,6 +31,7 @@ __all__ = [
     "EvalResult", "evaluate_model", "evaluate_subnet", "spanning_configs", "SubnetEvaluator",
     "extract_calibrated",
     "TrainResult", "train_supernet",
+    "plan_epochs", "step_seconds",
     "ProgressiveShrinking", "Stage",
     "Sampler", "UniformSampler", "MaxSampler", "MinSampler", "CompoundSampler", "LimitedSampler",
     "make_sampler",

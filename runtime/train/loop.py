@@ -320,7 +320,7 @@ def train_supernet(supernet: nn.Module, train_loader: Any, *, strategy: str | St
     epochs = strategy.default_epochs if epochs is None else float(epochs)
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
-    total = max(1, math.ceil(epochs * spe))
+    total = max(1, math.ceil(round(epochs * spe, 6)))  # k / spe epochs are k steps exactly
     strategy.bind(supernet, seed=seed, total_steps=total, steps_per_epoch=spe)
     opt = make_optimizer(optimizer, [p for p in supernet.parameters() if p.requires_grad], lr, momentum)
     sched = run_schedule(strategy, schedule, total, spe, round(warmup_epochs * spe),
