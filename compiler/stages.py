@@ -250,14 +250,14 @@ def planned_epochs(ctx: RunContext, net, options: dict, teacher, device) -> floa
     t, path = ctx.cfg.training, ctx.path("train", "plan.json")
     if path.exists():  # a resumed run ends where the uninterrupted one would
         return float(read_json(path)["epochs"])
-    loader = ctx.loaders()[0]
+    loader, t0 = ctx.loaders()[0], time.perf_counter()
     spe = len(loader)
     seconds = step_seconds(net, take_batches(loader, 4), strategy=t.strategy,
                            strategy_options=options, total_steps=max(1, round(t.epochs * spe)),
                            steps_per_epoch=spe, lr=t.lr, teacher=teacher, device=device,
-                           seed=ctx.cfg.seed)
-    epochs = plan_epochs(t.epochs, steps_per_epoch=spe, budget_s=t.time_budget_s,
-                         seconds_per_step=seconds)
+                           seed=ctx.cfg.seed, steps=16)
+    left = max(t.time_budget_s - (time.perf_counter() - t0), 1e-3)  # the timing counts too
+    epochs = plan_epochs(t.epochs, steps_per_epoch=spe, budget_s=left, seconds_per_step=seconds)
     write_json(path, {"epochs": epochs, "seconds_per_step": seconds, "steps_per_epoch": spe,
                       "time_budget_s": t.time_budget_s, "configured_epochs": t.epochs})
     ctx.log(f"  {seconds:.2f} s per step here: {epochs:.3g} of {t.epochs:g} epochs fit "
