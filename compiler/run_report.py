@@ -5,7 +5,8 @@ Rules:
      ``params``, ``latency`` per target with p50/p90 ms and throughput, ``exports`` accuracy per
      format, ``speedup`` per target = original p90 / its p90), plus the search front, the
      hypervolume curve, the training metrics, the environment, stage wall times and the
-     command that reproduces the run.
+     command that reproduces the run; ``training_plan`` (else null) when ``time_budget_s`` set
+     the number of epochs, which another machine would set otherwise (the HTML says so).
   2. ``report.html`` opens offline: plots are inline PNG (matplotlib, Agg), no scripts, no links.
   3. `summary_table` is the text table `supernet run` prints at the end.
 """
@@ -67,7 +68,7 @@ def build_report(ctx: RunContext) -> dict:
                                  for e in search["pareto"]]},
             "training": _training_metrics(ctx), "environment": export.get("environment", {}),
             "python": platform.python_version(), "stage_wall_s": stages,
-            "reproduce": _reproduce(ctx),
+            "reproduce": _reproduce(ctx), "training_plan": _training_plan(ctx),
             "config": read_json(ctx.path("config.resolved.json"))}
 
 
@@ -81,6 +82,12 @@ def _reproduce(ctx: RunContext) -> str:
     return (f"supernet run {ctx.source or ctx.path('config.resolved.json')} --force"
             f"   # code at git {commit}; every default filled in: "
             f"{ctx.path('config.resolved.json')}")
+
+
+def _training_plan(ctx: RunContext) -> dict | None:
+    """``training.time_budget_s``'s plan: how many epochs this machine trained, and why."""
+    done = ctx.path("train", "done.json")
+    return read_json(done).get("plan") if done.exists() else None
 
 
 def _training_metrics(ctx: RunContext) -> list[dict]:
@@ -220,7 +227,18 @@ def render_html(report: dict) -> str:
             f"<h2>Search</h2><p>{report['search']['validations']} validations, "
             f"{len(report['search']['front'])} sub-networks on the front.</p>"
             f"<h2>Environment</h2><table id='environment'>{env}</table>"
-            f"<h2>Reproduce</h2><pre>{esc(report['reproduce'])}</pre></body></html>")
+            f"<h2>Reproduce</h2><pre>{esc(report['reproduce'])}</pre>{_plan_note(report)}"
+            f"</body></html>")
+
+
+def _plan_note(report: dict) -> str:
+    plan = report.get("training_plan")
+    if not plan:
+        return ""
+    return (f"<p id='training-plan'>Training was planned in wall time: {plan['epochs']:.3g} of "
+            f"{plan['configured_epochs']:g} epochs fit time_budget_s={plan['time_budget_s']:g} at "
+            f"{plan['seconds_per_step']:.3f} s per step on this machine; another machine trains "
+            f"a different number of steps (train/plan.json).</p>")
 
 
 def stage_report(ctx: RunContext) -> dict:

@@ -241,7 +241,9 @@ def stage_train(ctx: RunContext) -> dict:
     ctx._memo[("supernet", "train")] = net
     summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
     ctx.log(f"  {result.steps} steps, {result.images_per_s:.0f} images/s")
-    return {"result": summary, "wall_s": time.perf_counter() - t0}
+    plan = ctx.path("train", "plan.json")
+    return {"result": summary, "plan": read_json(plan) if plan.exists() else None,
+            "wall_s": time.perf_counter() - t0}
 
 
 def planned_epochs(ctx: RunContext, net, options: dict, teacher, device) -> float:

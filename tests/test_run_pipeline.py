@@ -193,6 +193,7 @@ def test_time_budget_plans_fewer_epochs_once_and_resume_keeps_the_plan(tmp_path)
     assert steps == round(plan["epochs"] * plan["steps_per_epoch"])  # what the plan allowed
     assert steps * plan["seconds_per_step"] <= 0.5 + plan["seconds_per_step"]
     assert any("epochs fit time_budget_s=0.5" in line for line in logs)
+    assert summaries["train"]["plan"] == plan  # the report reads it from train/done.json
     # a resumed run (training not finished) reads the plan instead of timing the machine again
     (out / "train" / "done.json").unlink()
     plan["epochs"] = 2 / plan["steps_per_epoch"]

@@ -75,6 +75,18 @@ def test_html_is_self_contained(run_dir):
     assert "<script" not in html and not re.search(r"(src|href)=['\"]https?:", html)
     assert html.count("<tr>") >= 4 and html.count("data:image/png;base64,") >= 5  # with training
     assert "id='headline'" in html and "id='summary'" in html
+    assert "training-plan" not in html and json.loads(
+        (run_dir.out / "report.json").read_text())["training_plan"] is None
+
+
+def test_a_time_budgeted_run_says_its_epochs_depend_on_the_machine(run_dir):
+    plan = {"epochs": 1.78, "configured_epochs": 2, "time_budget_s": 450, "seconds_per_step": 0.53,
+            "steps_per_epoch": 468}
+    write_json(run_dir.out / "train" / "done.json", {"plan": plan, "wall_s": 1})
+    stage_report(run_dir)
+    assert json.loads((run_dir.out / "report.json").read_text())["training_plan"] == plan
+    html = (run_dir.out / "report.html").read_text()
+    assert "1.78 of 2 epochs fit time_budget_s=450" in html and "another machine" in html
 
 
 def _chromium():
