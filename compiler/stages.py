@@ -226,8 +226,8 @@ def stage_train(ctx: RunContext) -> dict:
     options = strategy_options(ctx.cfg)
     teacher = ctx.model() if t.teacher == "original" else None
     device = ("cuda" if torch.cuda.is_available() else "cpu") if t.device == "auto" else t.device
-    epochs = t.epochs if t.time_budget_s is None else planned_epochs(ctx, net, options, teacher,
-                                                                     device)
+    plan = None if t.time_budget_s is None else training_plan(ctx, net, options, teacher, device)
+    epochs = t.epochs if plan is None else float(plan["epochs"])
     result = train_supernet(
         net, ctx.loaders()[0], strategy=t.strategy, strategy_options=options, epochs=epochs,
         lr=t.lr, teacher=teacher, max_steps=t.max_steps,
@@ -241,17 +241,15 @@ def stage_train(ctx: RunContext) -> dict:
     ctx._memo[("supernet", "train")] = net
     summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
     ctx.log(f"  {result.steps} steps, {result.images_per_s:.0f} images/s")
-    plan = ctx.path("train", "plan.json")
-    return {"result": summary, "plan": read_json(plan) if plan.exists() else None,
-            "wall_s": time.perf_counter() - t0}
+    return {"result": summary, "plan": plan, "wall_s": time.perf_counter() - t0}
 
 
-def planned_epochs(ctx: RunContext, net, options: dict, teacher, device) -> float:
+def training_plan(ctx: RunContext, net, options: dict, teacher, device) -> dict:
     """Rule 3's ``time_budget_s``: the epochs that fit, planned once (``train/plan.json``)."""
     from runtime.train import plan_epochs, step_seconds, take_batches
     t, path = ctx.cfg.training, ctx.path("train", "plan.json")
     if path.exists():  # a resumed run ends where the uninterrupted one would
-        return float(read_json(path)["epochs"])
+        return read_json(path)
     loader, t0 = ctx.loaders()[0], time.perf_counter()
     spe = len(loader)
     seconds = step_seconds(net, take_batches(loader, 4), strategy=t.strategy,
@@ -260,11 +258,12 @@ def planned_epochs(ctx: RunContext, net, options: dict, teacher, device) -> floa
                            seed=ctx.cfg.seed, steps=16)
     left = max(t.time_budget_s - (time.perf_counter() - t0), 1e-3)  # the timing counts too
     epochs = plan_epochs(t.epochs, steps_per_epoch=spe, budget_s=left, seconds_per_step=seconds)
-    write_json(path, {"epochs": epochs, "seconds_per_step": seconds, "steps_per_epoch": spe,
-                      "time_budget_s": t.time_budget_s, "configured_epochs": t.epochs})
+    plan = {"epochs": epochs, "seconds_per_step": seconds, "steps_per_epoch": spe,
+            "time_budget_s": t.time_budget_s, "configured_epochs": t.epochs}
+    write_json(path, plan)
     ctx.log(f"  {seconds:.2f} s per step here: {epochs:.3g} of {t.epochs:g} epochs fit "
             f"time_budget_s={t.time_budget_s:g}")
-    return epochs
+    return plan
 
 
 def strategy_options(cfg: RunConfig) -> dict:
