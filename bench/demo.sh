@@ -6,7 +6,7 @@
 # to see the table of the finished run; pass --force to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash .ci/setup
+bash .ci/setup --core
 if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "demo: installing Debian's dataset-fashion-mnist (the data; nothing downloads at run time)"

@@ -72,4 +72,5 @@ def test_the_readme_shows_the_demo_config_exactly_and_it_validates():
     assert block, "the README lost the demo config block"
     demo = json.loads((root / "bench" / "fmnist_demo.json").read_text())
     assert json.loads(block.group(1)) == demo
-    assert load_run_config(root / "bench" / "fmnist_demo.json").training.options == {"sampler": "macs"}
+    assert load_run_config(root / "bench" / "fmnist_demo.json").training.options == {
+        "sampler": "macs", "macs_range": [0.25, 0.75]}

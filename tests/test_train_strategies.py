@@ -204,6 +204,20 @@ def test_macs_sampler_spreads_draws_evenly_over_the_macs_range(net):
         make_sampler("macs", net.space)
 
 
+def test_macs_range_draws_only_inside_its_fractions_of_the_largest(net):
+    top = net.macs(net.max_config())
+    s = get_strategy("random", sampler="macs", macs_range=[0.4, 0.7]).bind(net, seed=0)
+    fractions = np.array([net.macs(s._sampler.sample()) / top for _ in range(200)])
+    # the closest of 16 candidates to each target: near the range, never far outside it
+    assert 0.35 < fractions.min() and fractions.max() < 0.75, (fractions.min(), fractions.max())
+    assert ((fractions >= 0.4) & (fractions <= 0.7)).mean() > 0.9
+    assert np.histogram(fractions, bins=3, range=(0.4, 0.7))[0].min() >= 40  # spread over it
+    assert s._sampler.smallest() == net.min_config()
+    assert s.macs_range == (0.4, 0.7)
+    with pytest.raises(ValueError, match="lies under the smallest sub-network"):
+        MacsSampler(net.space, net.macs, macs_range=(0.0, 1e-6))
+
+
 def test_sampler_state_round_trips(net):
     a = UniformSampler(net.space, seed=5)
     a.sample()
@@ -243,6 +257,9 @@ def test_non_finite_loss_names_step_and_subnetwork(net, batch):
     ("sandwich", {"n": 1}, r"n \(sub-networks per step\) must be an integer >= 2, got 1"),
     ("upper_attentive", {"variant": "swap"}, r"variant must be 'replace' or 'remove'"),
     ("random", {"sampler": "sobol"}, r"sampler must be 'uniform', 'compound' or 'macs'"),
+    ("random", {"macs_range": [0.2, 1]}, r"random: macs_range needs sampler='macs'"),
+    ("random", {"sampler": "macs", "macs_range": [0.8, 0.3]}, r"0 <= lo < hi <= 1, got \[0.8, 0.3\]"),
+    ("random", {"sampler": "macs", "macs_range": 0.5}, r"two fractions \[lo, hi\]"),
     ("progressive_shrinking", {"stages": [{"train_dims": ["depth"], "epoch": 1}]},
      r"unknown key\(s\) \['epoch'\]; valid keys"),
 ])

@@ -30,7 +30,12 @@ Rules:
      whose MACs are closest to the target. Uniform per-dimension draws concentrate on small
      sub-networks (on a 3-stage ResNet their median is 26% of the largest's MACs and only 1 in
      10 exceeds 45%), so the sub-networks a user deploys at 1.5-3x fewer MACs are rarely
-     trained; this draws every MACs level equally often.
+     trained; this draws every MACs level equally often. ``macs_range=(lo, hi)`` (fractions of
+     the largest's MACs, default ``(0, 1)``) draws the targets in ``[max(smallest, lo * largest),
+     hi * largest]`` only (up to 8 rounds of candidates until the closest lies inside; keep the
+     range wider than the space's MACs steps): training time goes to the sub-networks a user would deploy (e.g.
+     ``(0.25, 1)`` when nothing under a quarter of the model's MACs is wanted); ``smallest()``
+     stays the space's minimum.
   6. ``make_sampler(name, space, bindings, seed=..., cost=...)`` builds one by name ("uniform",
      "max", "min", "compound", "macs"; "macs" needs ``cost``, a config -> MACs callable such as
      ``SuperNetwork.macs``), listing the valid names otherwise.
@@ -56,7 +61,8 @@ from runtime.elastic.bindings import Bindings
 from runtime.elastic.space import SearchSpace, SubnetConfig
 
 __all__ = ["Sampler", "UniformSampler", "MaxSampler", "MinSampler", "CompoundSampler",
-           "LimitedSampler", "MacsSampler", "make_sampler", "SAMPLERS", "stage_couplings"]
+           "LimitedSampler", "MacsSampler", "make_sampler", "SAMPLERS", "stage_couplings",
+           "check_macs_range"]
 
 
 class Sampler:
@@ -206,16 +212,23 @@ class MacsSampler(Sampler):
     """Rule 5: every MACs level between the smallest and the largest equally often."""
 
     def __init__(self, space: SearchSpace, cost: Callable[[Mapping[str, int]], float], *,
-                 seed: int = 0, candidates: int = 16, spread: float = 0.25):
+                 seed: int = 0, candidates: int = 16, spread: float = 0.25,
+                 macs_range: tuple[float, float] = (0.0, 1.0)):
         super().__init__(space, seed=seed)
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
         if spread < 0:
             raise ValueError(f"spread must be >= 0, got {spread}")
+        lo, hi = check_macs_range(macs_range)
         self.cost, self.candidates, self.spread = cost, int(candidates), float(spread)
-        self.low, self.high = float(cost(space.min_config())), float(cost(space.max_config()))
+        smallest, largest = float(cost(space.min_config())), float(cost(space.max_config()))
+        self.low, self.high = max(smallest, lo * largest), hi * largest
+        if self.low > self.high:
+            raise ValueError(f"macs_range {list(macs_range)} lies under the smallest sub-network "
+                             f"({smallest / largest:.3f} of the largest's MACs); raise its upper end")
         self._choices = [d.choices for d in space]
         self._names = space.names
+        self._rounds = 1 if (lo, hi) == (0.0, 1.0) else 8
 
     def _candidate(self) -> SubnetConfig:
         level = self.rng.uniform()
@@ -228,8 +241,27 @@ class MacsSampler(Sampler):
 
     def sample(self) -> SubnetConfig:
         target = self.rng.uniform(self.low, self.high)
-        drawn = [self._candidate() for _ in range(self.candidates)]
-        return min(drawn, key=lambda c: abs(float(self.cost(c)) - target))
+        best, gap = None, float("inf")
+        for _ in range(self._rounds):  # with a range: more candidates until one falls inside it
+            for c in (self._candidate() for _ in range(self.candidates)):
+                macs = float(self.cost(c))
+                if abs(macs - target) < gap:
+                    best, gap, inside = c, abs(macs - target), self.low <= macs <= self.high
+            if inside:
+                break
+        return best
+
+
+def check_macs_range(macs_range: Any) -> tuple[float, float]:
+    """``(lo, hi)`` with ``0 <= lo < hi <= 1`` (Rule 5), or ValueError saying so."""
+    try:
+        lo, hi = (float(v) for v in macs_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"macs_range must be two fractions [lo, hi] of the largest's MACs, "
+                         f"got {macs_range!r}") from None
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"macs_range must satisfy 0 <= lo < hi <= 1, got {[lo, hi]}")
+    return lo, hi
 
 
 SAMPLERS = ("uniform", "max", "min", "compound", "macs")

@@ -23,7 +23,9 @@ Rules:
      + distillation with ``distill``).
   5. `ProgressiveShrinking` (OFA / BootstrapNAS) lives in `runtime.train.progressive`.
   6. Common options: ``sampler`` ("uniform"; "compound": CompOFA's coupling; "macs":
-     AttentiveNAS's uniform-MACs draws, see `runtime.train.samplers`), ``temperature``, ``weight_decay`` and ``decay_scope``,
+     AttentiveNAS's uniform-MACs draws, see `runtime.train.samplers`), ``macs_range`` (with
+     "macs": the fractions of the largest's MACs drawn, e.g. ``[0.25, 1]``), ``temperature``,
+     ``weight_decay`` and ``decay_scope``,
      ``dropout_largest_only``, ``clip_grad_norm``. Out-of-range values raise ValueError saying
      what is allowed; ``get_strategy(name, **options)`` lists valid names and options.
   7. State (``state_dict``): the step count and the sampler's generator, JSON-able, so a
@@ -36,7 +38,7 @@ Example:
     >>> get_strategy("sandwich", m=3)
     Traceback (most recent call last):
     ...
-    ValueError: unknown option(s) ['m'] for strategy 'sandwich'; valid options: ['clip_grad_norm', 'decay_scope', 'distill', 'dropout_largest_only', 'n', 'sampler', 'temperature', 'weight_decay']
+    ValueError: unknown option(s) ['m'] for strategy 'sandwich'; valid options: ['clip_grad_norm', 'decay_scope', 'distill', 'dropout_largest_only', 'macs_range', 'n', 'sampler', 'temperature', 'weight_decay']
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ import torch
 from torch import nn
 
 from runtime.elastic.space import SubnetConfig
-from runtime.train.samplers import Sampler, make_sampler
+from runtime.train.samplers import Sampler, check_macs_range, make_sampler
 from runtime.train.schedules import Schedule, epsilon_ramp
 from runtime.train.step import StepOptions, StepResult, Task, run_step
 
@@ -85,6 +87,7 @@ class Strategy:
 
     name: ClassVar[str] = "strategy"
     sampler: str = "uniform"
+    macs_range: tuple[float, float] | None = None
     temperature: float = 1.0
     weight_decay: float = 0.0
     decay_scope: str = "step"
@@ -100,6 +103,12 @@ class Strategy:
         _check(self.sampler in ("uniform", "compound", "macs"),
                f"{self.name}: sampler must be 'uniform', 'compound' or 'macs', got "
                f"{self.sampler!r}")
+        if self.macs_range is not None:
+            _check(self.sampler == "macs", f"{self.name}: macs_range needs sampler='macs'")
+            try:
+                self.macs_range = check_macs_range(self.macs_range)
+            except ValueError as e:
+                raise ValueError(f"{self.name}: {e}") from None
         self.step_options()  # validates temperature, weight decay, scope
         _check(self.clip_grad_norm is None or self.clip_grad_norm > 0,
                f"{self.name}: clip_grad_norm must be > 0 or None, got {self.clip_grad_norm}")
@@ -125,8 +134,9 @@ class Strategy:
         """Attach to a super-network and a run length; builds the seeded sampler."""
         self._supernet = supernet
         cost = getattr(supernet, "macs", None) if self.sampler == "macs" else None
+        extra = {"macs_range": self.macs_range} if self.macs_range is not None else {}
         self._sampler = make_sampler(self.sampler, supernet.space, supernet.bindings, seed=seed,
-                                     cost=cost)
+                                     cost=cost, **extra)
         self._total_steps, self._steps_per_epoch = total_steps, steps_per_epoch
         self._step = 0
         self.on_bind(supernet)
