@@ -24,6 +24,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -56,6 +57,10 @@ def write_artifacts(module: torch.nn.Module, example_input: torch.Tensor, out_di
     module = module.eval()
     paths: dict[str, Path] = {}
     if "pytorch" in formats:
+        if any(not t.is_contiguous() for t in (*module.parameters(), *module.buffers())):
+            # a channels-last model (trained so): torch.export.save warns about, and packs,
+            # strided weights; a contiguous copy saves cleanly and computes the same
+            module = copy.deepcopy(module).to(memory_format=torch.contiguous_format)
         batch = torch.export.Dim("batch", min=1, max=4096)
         example2 = torch.cat([example_input, example_input])  # batch 2: not specialised to 1
         program = torch.export.export(module, (example2,), dynamic_shapes=({0: batch},),
