@@ -33,9 +33,9 @@ Rules:
      trained; this draws every MACs level equally often. ``macs_range=(lo, hi)`` (fractions of
      the largest's MACs, default ``(0, 1)``) draws the targets in ``[max(smallest, lo * largest),
      hi * largest]`` only (up to 8 rounds of candidates until the closest lies inside; keep the
-     range wider than the space's MACs steps): training time goes to the sub-networks a user would deploy (e.g.
-     ``(0.25, 1)`` when nothing under a quarter of the model's MACs is wanted); ``smallest()``
-     stays the space's minimum.
+     range wider than the space's MACs steps): training time goes to the sub-networks a user
+     would deploy (e.g. ``(0.25, 1)`` when nothing under a quarter of the model's MACs is
+     wanted); ``smallest()`` stays the space's minimum.
   6. ``make_sampler(name, space, bindings, seed=..., cost=...)`` builds one by name ("uniform",
      "max", "min", "compound", "macs"; "macs" needs ``cost``, a config -> MACs callable such as
      ``SuperNetwork.macs``), listing the valid names otherwise.
