@@ -4,14 +4,16 @@ Rules:
   1. `TacticOptions` (frozen, keyword-only) holds every tactic's knobs; defaults suit a budget
      of a few hundred validations.
   2. `Context.after_batch` (called by the validator after every batch) keeps the feasible
-     validated Pareto front incrementally and appends ``(validations, hypervolume)``; the
-     hypervolume bounds are fixed from the maximal and minimal configs' values when the first
-     batch has both (else from the whole first batch; ``reference_point`` sets the nadir) and
-     never move, so curves of different tactics on one problem compare.
+     validated Pareto front incrementally and appends ``(validations, hypervolume)`` after
+     *every* validation of the batch, in the order validated (a batch of 25 gives 25 points),
+     so "validations needed to reach X" is exact, not rounded up to a batch or generation;
+     the hypervolume bounds are fixed from the maximal and minimal configs' values when the
+     first batch has both (else from the whole first batch; ``reference_point`` sets the
+     nadir) and never move, so curves of different tactics on one problem compare.
   3. ``seeds`` are genomes the first population starts with: the maximal config (the original
      model, so the result can mark it), the minimal config, then warm-start seeds.
   4. `Context.plateaued` is True when the hypervolume gained less than ``min_improvement``
-     (relative) over the last ``patience`` batches.
+     (relative) over the last ``patience`` batches (``batch_hv``: the value at each batch's end).
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ class Context:
     algorithm_options: Mapping[str, Any] = field(default_factory=dict)
     nadir: np.ndarray | None = None  # reference point in minimisation form
     bounds: Bounds | None = None
-    hv: list[tuple[int, float]] = field(default_factory=list)
+    hv: list[tuple[int, float]] = field(default_factory=list)  # after every validation
+    batch_hv: list[float] = field(default_factory=list)  # at the end of every batch
     front: list[Entry] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     progress: Callable[["Context"], None] | None = None
@@ -85,7 +88,7 @@ class Context:
 
     def after_batch(self, validator: Validator) -> None:
         """Rule 2."""
-        new = [e for e in validator.history[self._seen:]]
+        start, new = self._seen, validator.history[self._seen:]
         self._seen = len(validator.history)
         feasible = validator.feasible(new)
         if self.bounds is None:
@@ -93,23 +96,26 @@ class Context:
                        self.space.canonical(self.space.min_config()))
             extremes = [e for e in new if e.ok and e.config in corners]
             ok = extremes if len(extremes) == 2 else [e for e in new if e.ok]
-            if not ok:
-                self.hv.append((len(validator.history), 0.0))
-                return
-            self.bounds = Bounds.from_values(self.minimization(ok), self.nadir)
-        pool = self.front + feasible
-        if pool:
-            F = self.minimization(pool)
-            self.front = [e for e, keep in zip(pool, pareto_mask(F)) if keep]
-        value = hypervolume(self.minimization(self.front), self.bounds) if self.front else 0.0
-        self.hv.append((len(validator.history), value))
+            if ok:
+                self.bounds = Bounds.from_values(self.minimization(ok), self.nadir)
+        value = self.hv[-1][1] if self.hv else 0.0
+        keep = {id(e) for e in feasible}
+        for i, e in enumerate(new, start + 1):
+            if id(e) in keep and self.bounds is not None:
+                F = self.minimization(self.front + [e])
+                mask = pareto_mask(F)
+                if mask[-1]:  # a dominated entry changes neither the front nor its volume
+                    self.front = [f for f, m in zip(self.front + [e], mask) if m]
+                    value = hypervolume(F[mask], self.bounds)
+            self.hv.append((i, value))
+        self.batch_hv.append(value)
         if self.progress is not None:
             self.progress(self)
 
     def plateaued(self) -> bool:
         """Rule 4."""
         p, tol = self.options.patience, self.options.min_improvement
-        if tol <= 0 or len(self.hv) <= p:
+        if tol <= 0 or len(self.batch_hv) <= p:
             return False
-        old, new = self.hv[-p - 1][1], self.hv[-1][1]
+        old, new = self.batch_hv[-p - 1], self.batch_hv[-1]
         return new - old <= tol * max(abs(old), 1e-12)
