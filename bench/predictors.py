@@ -2,18 +2,21 @@
 
     python -m bench.predictors [--models mobilenet_v2,resnet50] [--input-shape 1,3,224,224]
                                [--precisions fp32,int8] [--train-sizes 50,100,200,500]
-                               [--test 100] [--iterations 150] [--repeats 3] [--interleave 10]
-                               [--protocol interleaved|separate] [--chunk 50]
-                               [--predictors ridge,svr,gbr,ensemble]
+                               [--test 100] [--iterations 150] [--repeats 1] [--passes 3]
+                               [--interleave 10] [--protocol interleaved|separate] [--chunk 0]
+                               [--predictors ridge,ridge1h,ridge2,svr,gbr,ensemble]
                                [--supernet NET.pt --data REF] [-o bench/results/predictors.json]
 
 For each zoo model, its super-network (``compile_supernet``) is sampled uniformly; every sampled
 sub-network is extracted, lowered to OpenVINO (FP32, and INT8 with NNCF) and timed at batch 1 on
-one thread. ``--protocol interleaved`` (default) times them in chunks of ``--chunk`` models with
-`compare_models`, ``--interleave`` calls of one model before the next, ``--repeats`` passes:
-slow drifts of the machine then shift every model of a chunk alike instead of reordering them
-(measured here: two separate ``latency_objective`` passes of 30 calls rank 100 MobileNetV2
-sub-networks alike at Kendall tau 0.79 only, two interleaved passes of 150 calls at 0.89).
+one thread. ``--protocol interleaved`` (default) times them in chunks of ``--chunk`` models (0:
+all of them at once) with `compare_models`, ``--interleave`` calls of one model before the next,
+``--repeats`` rounds: slow drifts of the machine then shift every model of a chunk alike instead
+of reordering them (measured here: two separate ``latency_objective`` passes of 30 calls rank 100
+MobileNetV2 sub-networks alike at Kendall tau 0.79 only, two interleaved passes of 150 calls at
+0.87-0.89). The whole measurement is done ``--passes`` times, each with freshly compiled models
+(a compiled model's memory layout shifts its latency by a percent or two), and a config's value
+is the mean of its passes' p50; the JSON records the tau of one pass against the others.
 Both are the search's `latency_objective` (``protocol=``); ``separate`` takes the p50 of
 ``--iterations`` calls per model, one after the other, cached by architecture. The first
 ``--test`` sub-networks are held out; predictors are fitted on the first n of the rest for each
@@ -60,15 +63,36 @@ def _scores(space, configs, values, args) -> list[dict]:
     return rows
 
 
-def _measure(net, configs, precision: str, shape, args) -> list[float]:
-    """p50 ms per config by ``args.protocol`` (see the module docstring), with progress."""
+def _measure(net, configs, precision: str, shape, args):
+    """(mean over passes, per-pass values) of the p50 ms per config (see the module docstring)."""
+    n = args.passes if args.protocol == "interleaved" else 1  # separate values are cached
+    passes = [_measure_once(net, configs, precision, shape, args, k) for k in range(n)]
+    return np.mean(passes, axis=0).tolist(), passes
+
+
+def _measure_once(net, configs, precision: str, shape, args, k: int) -> list[float]:
+    """One pass: p50 ms per config by ``args.protocol``, with progress."""
     obj = latency_objective(net, f"openvino:{precision}:1:1", input_shape=shape,
                             iterations=args.iterations, warmup=3, repeats=args.repeats,
                             protocol=args.protocol, interleave=args.interleave)
-    size = 1 if args.protocol == "separate" else args.chunk
+    size = 1 if args.protocol == "separate" else args.chunk or len(configs)
     chunks = [configs[i:i + size] for i in range(0, len(configs), size)]
-    return [v for chunk in _progress(chunks, f"{precision} {args.protocol}, {size} at once")
-            for v in obj.evaluate(chunk)]
+    label = f"{precision} {args.protocol}, {size} at once, pass {k + 1}"
+    return [v for chunk in _progress(chunks, label) for v in obj.evaluate(chunk)]
+
+
+def _consistency(passes, test: int) -> dict:
+    """How alike the passes rank the held-out configs: the noise ceiling of any predictor."""
+    from scipy.stats import kendalltau
+
+    if len(passes) < 2:
+        return {}
+    P = np.asarray(passes)[:, :test]
+    one_vs_rest = kendalltau(P[0], P[1:].mean(axis=0)).statistic
+    spread = P.mean(axis=0)
+    return {"passes": len(passes), "tau_pass1_vs_rest": round(float(one_vs_rest), 4),
+            "rel_noise_median": round(float(np.median(P.std(axis=0) / spread)), 4),
+            "rel_spread": round(float(spread.std() / spread.mean()), 4)}
 
 
 def _progress(items, label: str):
@@ -89,11 +113,13 @@ def latency_rows(model_name: str, args) -> list[dict]:
     out = []
     for precision in args.precisions.split(","):
         t = time.perf_counter()
-        values = _measure(net, configs, precision, shape, args)
+        values, passes = _measure(net, configs, precision, shape, args)
         seconds = time.perf_counter() - t
+        consistency = _consistency(passes, args.test)
+        print(json.dumps({"model": model_name, "precision": precision, **consistency}))
         for row in _scores(net.space, configs, values, args):
             row.update(model=model_name, objective=f"openvino_{precision}_ms",
-                       measure_s=round(seconds, 1), samples=len(configs))
+                       measure_s=round(seconds, 1), samples=len(configs), **consistency)
             out.append(row)
             print(json.dumps(row))
     return out
@@ -125,12 +151,15 @@ def main(argv=None) -> int:
     ap.add_argument("--train-sizes", default="50,100,200,500")
     ap.add_argument("--test", type=int, default=100)
     ap.add_argument("--iterations", type=int, default=150, help="timed calls per model and repeat")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds per pass")
+    ap.add_argument("--passes", type=int, default=3,
+                    help="whole measurements with freshly compiled models, averaged")
     ap.add_argument("--interleave", type=int, default=10,
                     help="interleaved protocol: calls of one model before the next")
     ap.add_argument("--protocol", choices=("interleaved", "separate"), default="interleaved")
-    ap.add_argument("--chunk", type=int, default=50, help="interleaved protocol: models at once")
-    ap.add_argument("--predictors", default="ridge,ridge2,svr,gbr,ensemble")
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="interleaved protocol: models at once (0: all)")
+    ap.add_argument("--predictors", default="ridge,ridge1h,ridge2,svr,gbr,ensemble")
     ap.add_argument("--supernet")
     ap.add_argument("--data")
     ap.add_argument("-o", "--output", default="bench/results/predictors.json")
