@@ -58,3 +58,21 @@ def test_ridge2_quadratic_form_equals_the_kernel_ridge_it_folds():
 def test_unknown_predictor_lists_the_valid_ones():
     with pytest.raises(ValueError, match="valid: .*ridge"):
         make_predictor("mlp")
+
+
+def test_ridge1h_fits_per_choice_jumps_a_straight_line_cannot():
+    # a latency that jumps at the middle choice of each dimension (a SIMD-unfriendly width)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 3, (240, 8))
+    X = (3 - idx) / 3.0  # the masked encoding of 3-choice dimensions, all relevant
+    y = 1.0 + 0.1 * idx.sum(1) + 0.3 * (idx == 1).sum(1) + rng.normal(0, 0.01, len(idx))
+    line = predictor_report(make_predictor("ridge"), X[:200], y[:200], X[200:], y[200:])
+    onehot = predictor_report(make_predictor("ridge1h"), X[:200], y[:200], X[200:], y[200:])
+    assert onehot.mape < line.mape / 5 and onehot.kendall_tau > line.kendall_tau + 0.2
+    model = make_predictor("ridge1h").fit(X[:200], y[:200])
+    assert [len(lv) for lv in model.levels_] == [3] * 8
+    unseen = X[200:].copy()
+    unseen[:, 0] = 0.5  # a value fitting never saw: no indicator, no error
+    assert np.isfinite(model.predict(unseen)).all()
+    with pytest.raises(ValueError, match="degree=1"):
+        type(model)(onehot=True, degree=2).fit(X, y)
