@@ -38,8 +38,8 @@ def test_rank_held_out_accuracy(name):
 def test_auto_picks_per_objective_by_cross_validation_and_predicts_with_its_choice():
     F, acc, macs = _data(200)
     additive = make_predictor("auto").fit(F, F @ np.linspace(1.0, 2.0, F.shape[1]))
-    assert additive.chosen_ == "ridge"
-    assert additive.cv_error_["ridge"] < additive.cv_error_["svr"]
+    assert additive.chosen_ in ("ridge", "ridge1h")  # both linear; svr is not
+    assert additive.cv_error_[additive.chosen_] < additive.cv_error_["svr"]
     saturating = make_predictor("auto").fit(F, acc)
     assert saturating.chosen_ == min(saturating.cv_error_, key=saturating.cv_error_.get)
     alone = make_predictor(saturating.chosen_).fit(F, acc)
