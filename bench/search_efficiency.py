@@ -15,7 +15,8 @@
     100 x 100 = 10,000 predicted evaluations + batch choice), timed.
 (c) Transfer between two synthetic targets (accuracy and latency both validated): warm start on
     target "gpu" from a concurrent search on "cpu" vs a cold start, and PopDB's space
-    (learned from the "cpu" search's population) vs the full space.
+    (learned from the "cpu" search's population) vs the full space; then the same on "cpu"
+    itself (a second search of the target the first one searched).
 (d) ``--supernet NET.pt --data REF``: the same comparison with real validations (accuracy after
     BN re-calibration on ``--real-val-batches`` batches of REF's validation split, MACs
     analytic) on a trained super-network, e.g. the demo's ``runs/fmnist-demo/train/supernet.pt``
@@ -149,27 +150,37 @@ def _transfer_run(tactic: str, seed: int, budget: int, src: str | None, store: s
 
 
 def transfer(args, tmp: Path) -> dict:
-    """(c): warm start and PopDB from a search on "cpu" to the "gpu" target."""
+    """(c): warm start and PopDB from a concurrent search on "cpu", run on the other target
+    ("gpu": ``cross_target``) and on the same one (``same_target``, e.g. a new search with
+    another budget or constraint), each against cold concurrent starts on that target."""
     src = tmp / "cpu.db"
     if src.exists():
         src.unlink()
+    out = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         first = pool.submit(_transfer_run, "concurrent", 99, args.concurrent_budget, None,
                             store=str(src), target="cpu")
-        ref_run = pool.submit(_transfer_run, "full", 1000, args.reference_budget, None,
-                              population=100).result()
+        refs = {target: pool.submit(_transfer_run, "full", 1000, args.reference_budget, None,
+                                    population=100, target=target) for target in ("gpu", "cpu")}
+        refs = {target: f.result() for target, f in refs.items()}
         first.result()
-        common = dict(options={"min_improvement": 0.0}, bounds=ref_run.bounds)
-        jobs = {(name, seed): pool.submit(_transfer_run, tactic, seed, args.concurrent_budget,
-                                          None if name == "cold" else str(src), **common)
-                for seed in range(args.seeds)
-                for name, tactic in (("cold", "concurrent"), ("warm", "warm_start"),
-                                     ("popdb", "popdb"))}
-        runs = {name: [jobs[name, seed].result() for seed in range(args.seeds)]
-                for name in ("cold", "warm", "popdb")}
-    runs["full_space"] = runs["cold"]
+        for label, target in (("cross_target", "gpu"), ("same_target", "cpu")):
+            out[label] = _transfer_compare(args, pool, str(src), refs[target], target)
+    return out
+
+
+def _transfer_compare(args, pool, src: str, ref_run, target: str) -> dict:
+    common = dict(options={"min_improvement": 0.0}, bounds=ref_run.bounds, target=target)
+    jobs = {(name, seed): pool.submit(_transfer_run, tactic, seed, args.concurrent_budget,
+                                      None if name == "cold" else src, **common)
+            for seed in range(args.seeds)
+            for name, tactic in (("cold", "concurrent"), ("warm", "warm_start"),
+                                 ("popdb", "popdb"))}
+    runs = {name: [jobs[name, seed].result() for seed in range(args.seeds)]
+            for name in ("cold", "warm", "popdb")}
     ref = max([ref_run.best_hypervolume] + [r.best_hypervolume for rs in runs.values() for r in rs])
-    out = {"reference_hypervolume": ref, "reference_validations": args.reference_budget}
+    out = {"target": target, "reference_hypervolume": ref,
+           "reference_validations": args.reference_budget}
     for name, rs in runs.items():
         row = {}
         for level in (90, 95):
