@@ -34,8 +34,8 @@ class TacticOptions:
     """Rule 1."""
 
     predictor: str = "auto"  # runtime.search.predictors.make_predictor name (auto: CV per objective)
-    initial: int | None = None  # first validated sample (default: the population size)
-    batch_size: int | None = None  # validations per concurrent iteration (default: population / 2)
+    initial: int | None = None  # concurrent: first validated sample (default 16, <= population)
+    batch_size: int | None = None  # validations per concurrent iteration (default initial / 2)
     inner_generations: int = 100  # inner search generations on the predictors
     inner_population: int = 100  # (>= 10,000 predicted evaluations per iteration)
     explore: float = 0.2  # share of each batch spent on mutations of the front (exploration)

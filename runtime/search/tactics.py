@@ -7,11 +7,16 @@ Rules:
   2. ``predictor``: validate ``predictor_samples`` x budget configs (the seeds, then uniform
      random), fit predictors, run the inner search once, validate the chosen front with what is
      left; iterated on the remaining budget when the chosen front was smaller than it.
-  3. ``concurrent``: validate a first population; then repeat: refit the predictors on
-     everything validated, run the inner search (archive injected, `inner.py`), validate a batch
-     chosen by predicted hypervolume gain plus ``explore`` mutations, all deduplicated against
-     the archive; stop on budget, on a hypervolume plateau, or when no new config is found.
-     Every result is validated: nothing predicted is ever returned.
+  3. ``concurrent``: validate a first sample (``initial``, default 16 or the population if
+     smaller); then repeat: refit the predictors on everything validated, run the inner search
+     (archive injected, `inner.py`), validate a batch (``batch_size``, default half the first
+     sample, at least 4) chosen by predicted hypervolume gain plus ``explore`` mutations, all
+     deduplicated against the archive; stop on budget, on a hypervolume plateau, or when no
+     new config is found. Every result is validated: nothing predicted is ever returned. Small
+     first samples and batches pay: predictors fitted on 16 configs already steer the next 8
+     better than 34 more random ones would (`bench/search_efficiency.py`: 95% of the reference
+     hypervolume in 34 validations instead of 64 with 50 and 25 on the synthetic problem, 38
+     instead of 59 with real Fashion-MNIST validations).
   4. ``warm_start`` is ``concurrent`` whose first population starts from a previous search's
      Pareto set (``search(..., warm_start=...)``, re-validated on the new target): the
      corners, then old-front seeds spread evenly from one end of that front to the other,
@@ -83,8 +88,15 @@ def run_predictor(ctx: Context) -> None:
         stall = 0 if v.validate(batch) else stall + 1
 
 
+FIRST_SAMPLE = 16  # the concurrent tactic's default first sample (Rule 3)
+
+
+def _initial(ctx: Context) -> int:
+    return ctx.options.initial or min(ctx.pop_size, FIRST_SAMPLE)
+
+
 def _batch_size(ctx: Context) -> int:
-    return ctx.options.batch_size or max(4, ctx.pop_size // 2)
+    return ctx.options.batch_size or max(4, _initial(ctx) // 2)
 
 
 def _warm_population(ctx: Context) -> np.ndarray:
@@ -105,7 +117,7 @@ def run_concurrent(ctx: Context) -> None:
     if ctx.info.get("warm_seeds"):
         v.validate(_warm_population(ctx))
     else:
-        v.validate(_first_population(ctx, o.initial or ctx.pop_size))
+        v.validate(_first_population(ctx, _initial(ctx)))
     stall = 0
     iterations = 0
     while v.remaining > 0 and stall < 3 and not ctx.plateaued():
