@@ -24,7 +24,7 @@ import numpy as np
 
 from runtime.elastic.space import SearchSpace
 from runtime.search.evaluator import Entry, Validator
-from runtime.search.result import Bounds, hypervolume, pareto_mask
+from runtime.search.result import Bounds, hypervolume
 
 __all__ = ["TacticOptions", "Context"]
 
@@ -71,6 +71,7 @@ class Context:
     progress: Callable[["Context"], None] | None = None
     transfer: Any = None  # a `transfer.Transfer` from the warm-start source, or None
     _seen: int = 0
+    _front_F: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # front, minimisation
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -99,18 +100,28 @@ class Context:
             if ok:
                 self.bounds = Bounds.from_values(self.minimization(ok), self.nadir)
         value = self.hv[-1][1] if self.hv else 0.0
-        keep = {id(e) for e in feasible}
+        rows = dict(zip(map(id, feasible), self.minimization(feasible))) if feasible else {}
         for i, e in enumerate(new, start + 1):
-            if id(e) in keep and self.bounds is not None:
-                F = self.minimization(self.front + [e])
-                mask = pareto_mask(F)
-                if mask[-1]:  # a dominated entry changes neither the front nor its volume
-                    self.front = [f for f, m in zip(self.front + [e], mask) if m]
-                    value = hypervolume(F[mask], self.bounds)
+            f = rows.get(id(e))
+            if f is not None and self.bounds is not None and self._joins_front(e, f):
+                value = hypervolume(self._front_F, self.bounds)
             self.hv.append((i, value))
         self.batch_hv.append(value)
         if self.progress is not None:
             self.progress(self)
+
+    def _joins_front(self, entry: Entry, f: np.ndarray) -> bool:
+        """Add ``entry`` (minimisation row ``f``) to the front unless a member is at least as
+        good everywhere (dominated or a later copy: neither changes the front or its volume);
+        drop the members it dominates. The same front as `pareto_mask` over front + entry, in
+        one pass over the front instead of all pairs."""
+        F = self._front_F if len(self._front_F) else np.zeros((0, len(f)))
+        if (F <= f).all(axis=1).any():
+            return False
+        keep = ~(f <= F).all(axis=1)
+        self.front = [m for m, k in zip(self.front, keep) if k] + [entry]
+        self._front_F = np.vstack([F[keep], f[None]])
+        return True
 
     def plateaued(self) -> bool:
         """Rule 4."""
