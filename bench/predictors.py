@@ -15,7 +15,7 @@ all of them at once) with `compare_models`, ``--interleave`` calls of one model 
 of reordering them (measured here: two separate ``latency_objective`` passes of 30 calls rank 100
 MobileNetV2 sub-networks alike at Kendall tau 0.79 only, two interleaved passes of 150 calls at
 0.87-0.89). The whole measurement is done ``--passes`` times, each with freshly compiled models
-(a compiled model's memory layout shifts its latency by a percent or two), and a config's value
+(a compiled model's memory layout shifts its latency by a few percent), and a config's value
 is the mean of its passes' p50; the JSON records the tau of one pass against the others.
 Both are the search's `latency_objective` (``protocol=``); ``separate`` takes the p50 of
 ``--iterations`` calls per model, one after the other, cached by architecture. The first

@@ -233,19 +233,18 @@ def real_supernet(args) -> dict:
                      seed=1000, progress=False)
     out = {"reference": {"validations": args.real_reference_budget,
                          "seconds": round(time.perf_counter() - t, 1)}, "methods": {}}
-    budgets = {"nsga2": ("full", args.real_budget), "concurrent": ("concurrent", args.real_concurrent_budget)}
-    options = {"nsga2": None, "concurrent": {"min_improvement": 0.0}}
-    if args.real_other_initial:  # the concurrent search from another first sample size
-        n = args.real_other_initial
-        budgets[f"concurrent_initial{n}"] = ("concurrent", args.real_concurrent_budget)
-        options[f"concurrent_initial{n}"] = {"min_improvement": 0.0, "initial": n,
-                                             "batch_size": max(4, n // 2)}
+    concurrent = {"min_improvement": 0.0}
+    methods = {"nsga2": ("full", args.real_budget, None),
+               "concurrent": ("concurrent", args.real_concurrent_budget, concurrent)}
+    if n := args.real_other_initial:  # the concurrent search from another first sample size
+        other = {**concurrent, "initial": n, "batch_size": max(4, n // 2)}
+        methods[f"concurrent_initial{n}"] = ("concurrent", args.real_concurrent_budget, other)
     runs = {}
-    for method, (tactic, budget) in budgets.items():
+    for method, (tactic, budget, options) in methods.items():
         for seed in range(args.seeds):
             t = time.perf_counter()
             r = search(net, objs, tactic=tactic, budget=budget, population=50, seed=seed,
-                       progress=False, bounds=ref_run.bounds, options=options[method])
+                       progress=False, bounds=ref_run.bounds, options=options)
             runs.setdefault(method, []).append((r, time.perf_counter() - t))
     ref = max([ref_run.best_hypervolume] + [r.best_hypervolume for rs in runs.values() for r, _ in rs])
     out["reference"]["hypervolume_used"] = ref
@@ -254,7 +253,7 @@ def real_supernet(args) -> dict:
         raise SystemExit("(d): every front has zero hypervolume: is the super-network trained?")
     for method, rs in runs.items():
         out["methods"][method] = {
-            "budget": budgets[method][1],
+            "budget": methods[method][1],
             "to_90": summary([reach(r.hypervolume, 0.90 * ref) for r, _ in rs]),
             "to_95": summary([reach(r.hypervolume, 0.95 * ref) for r, _ in rs]),
             "final_fraction": [round(r.best_hypervolume / ref, 4) for r, _ in rs],

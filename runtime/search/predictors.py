@@ -13,7 +13,7 @@ Rules:
      the one-hot columns are learned from the training rows: a value never seen in fitting
      gets no indicator. One-hot ridge is per-choice additive: it fits latencies whose cost
      jumps between choices (channel counts that fill a SIMD vector or not), which a straight
-     line through a dimension's choices cannot (MobileNetV2 OpenVINO INT8: Kendall tau 0.78
+     line through a dimension's choices cannot (MobileNetV2 OpenVINO INT8: Kendall tau 0.79
      -> 0.85 against a second measurement, `bench/predictors.py`). Each fits 1,000 samples of a
      45-dimension space in well under a second (`bench/search_efficiency.py` times it).
   4. `predictor_report` fits on the training rows and reports MAPE (percent) and Kendall's tau
@@ -22,9 +22,9 @@ Rules:
      ``folds``-fold cross-validated mean absolute error on the rows it is given, so each
      objective gets its own model: an additive latency is a ridge regression's from a few
      dozen rows (``ridge1h``'s once per-choice jumps show), while a saturating accuracy is
-     better served by an RBF SVR. Ties go to the
-     first candidate. The choice is cross-validated on at most ``max_cv_rows`` rows (a seeded
-     subset), so a refit on 1,000 rows stays a fraction of a second.
+     better served by an RBF SVR. Ties go to the first candidate. The choice is
+     cross-validated on at most ``max_cv_rows`` rows (a seeded subset), so a refit on 1,000
+     rows stays a fraction of a second.
 
 Example:
     >>> import numpy as np
