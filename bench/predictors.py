@@ -4,8 +4,9 @@
                                [--precisions fp32,int8] [--train-sizes 50,100,200,500]
                                [--test 100] [--iterations 150] [--repeats 1] [--passes 3]
                                [--interleave 10] [--protocol interleaved|separate] [--chunk 0]
-                               [--predictors ridge,ridge1h,ridge2,svr,gbr,ensemble]
+                               [--predictors auto,ridge,ridge1h,ridge2,svr,gbr,ensemble]
                                [--supernet NET.pt --data REF] [-o bench/results/predictors.json]
+                               [--samples-from EARLIER.json]
 
 For each zoo model, its super-network (``compile_supernet``) is sampled uniformly; every sampled
 sub-network is extracted, lowered to OpenVINO (FP32, and INT8 with NNCF) and timed at batch 1 on
@@ -20,9 +21,14 @@ is the mean of its passes' p50; the JSON records the tau of one pass against the
 Both are the search's `latency_objective` (``protocol=``); ``separate`` takes the p50 of
 ``--iterations`` calls per model, one after the other, cached by architecture. The first
 ``--test`` sub-networks are held out; predictors are fitted on the first n of the rest for each
-n in ``--train-sizes`` on the masked encoding (`SearchSpace.features`). ``--supernet`` and
-``--data`` add the accuracy of a trained super-network (``runtime.train.evaluate_subnet``).
-Writes JSON and prints one line per (model, objective, predictor, n).
+n in ``--train-sizes`` on the masked encoding (`SearchSpace.features`), and each latency
+predictor once more (named ``NAME+d``) with the search's default descriptors appended (blocks
+kept, analytic MACs and parameters, each divided by its value at the maximal config: what a
+latency objective's predictor gets in `search`). ``--supernet`` and ``--data`` add the accuracy
+of a trained super-network (``runtime.train.evaluate_subnet``). The JSON keeps every measured
+sample (config and per-pass values): ``--samples-from`` scores predictors on the samples of an
+earlier run instead of measuring again. Writes JSON and prints one line per (model, objective,
+predictor, n).
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import numpy as np
 import torch
 
 from runtime.search import latency_objective, make_predictor, predictor_report
+from runtime.search.objectives import default_descriptors
 
 
 def _sample(net, n: int, seed: int):
@@ -48,18 +55,29 @@ def _sample(net, n: int, seed: int):
     return out
 
 
-def _scores(space, configs, values, args) -> list[dict]:
-    X = space.features(configs)
+def _descriptor_features(net, configs) -> tuple[np.ndarray, int]:
+    """The masked encoding plus the search's default descriptors, scaled at the maximal config."""
+    descs = default_descriptors(net.space, net)
+    D = np.array([[d.evaluate([c])[0] for d in descs] for c in [net.space.max_config(), *configs]])
+    return np.hstack([net.space.features(configs), D[1:] / np.abs(D[0])]), len(descs)
+
+
+def _scores(net, configs, values, args, descriptors: bool = False) -> list[dict]:
+    variants = [("", net.space.features(configs), 0)]
+    if descriptors:
+        X, k = _descriptor_features(net, configs)
+        variants.append(("+d", X, k))
     y = np.asarray(values, dtype=float)
     test = args.test
     rows = []
-    for name in args.predictors.split(","):
-        for n in map(int, args.train_sizes.split(",")):
-            if test + n > len(y):
-                continue
-            r = predictor_report(make_predictor(name), X[test:test + n], y[test:test + n],
-                                 X[:test], y[:test])
-            rows.append({"predictor": name, **r.to_dict()})
+    for suffix, X, k in variants:
+        for name in args.predictors.split(","):
+            for n in map(int, args.train_sizes.split(",")):
+                if test + n > len(y):
+                    continue
+                r = predictor_report(make_predictor(name, descriptors=k), X[test:test + n],
+                                     y[test:test + n], X[:test], y[:test])
+                rows.append({"predictor": name + suffix, **r.to_dict()})
     return rows
 
 
@@ -101,7 +119,9 @@ def _progress(items, label: str):
     return tqdm(items, desc=label, unit="chunk")
 
 
-def latency_rows(model_name: str, args) -> list[dict]:
+def latency_rows(model_name: str, args, samples: dict) -> list[dict]:
+    """Rows for one zoo model; ``samples`` gains (or, with ``--samples-from``, gives) what was
+    measured, keyed by "model/precision"."""
     from bench.models import ZOO
     from compiler.pipeline import compile_supernet
 
@@ -112,12 +132,20 @@ def latency_rows(model_name: str, args) -> list[dict]:
     configs = _sample(net, args.test + max(sizes), seed=0)
     out = []
     for precision in args.precisions.split(","):
+        key = f"{model_name}/{precision}"
         t = time.perf_counter()
-        values, passes = _measure(net, configs, precision, shape, args)
+        if key in samples:  # --samples-from: the configs and values of an earlier run
+            configs = [net.space.canonical(c) for c in samples[key]["configs"]]
+            passes = samples[key]["passes"]
+            values = np.mean(passes, axis=0).tolist()
+        else:
+            values, passes = _measure(net, configs, precision, shape, args)
+            samples[key] = {"configs": [dict(c) for c in configs],
+                            "passes": np.asarray(passes).tolist()}
         seconds = time.perf_counter() - t
         consistency = _consistency(passes, args.test)
         print(json.dumps({"model": model_name, "precision": precision, **consistency}))
-        for row in _scores(net.space, configs, values, args):
+        for row in _scores(net, configs, values, args, descriptors=True):
             row.update(model=model_name, objective=f"openvino_{precision}_ms",
                        measure_s=round(seconds, 1), samples=len(configs), **consistency)
             out.append(row)
@@ -136,7 +164,7 @@ def accuracy_rows(args) -> list[dict]:
     configs = _sample(net, args.test + max(sizes), seed=0)
     values = accuracy_objective(net, val, calibration_loader=train).evaluate(configs)
     rows = []
-    for row in _scores(net.space, configs, values, args):
+    for row in _scores(net, configs, values, args):
         row.update(model=args.supernet, objective="top1")
         rows.append(row)
         print(json.dumps(row))
@@ -159,19 +187,25 @@ def main(argv=None) -> int:
     ap.add_argument("--protocol", choices=("interleaved", "separate"), default="interleaved")
     ap.add_argument("--chunk", type=int, default=0,
                     help="interleaved protocol: models at once (0: all)")
-    ap.add_argument("--predictors", default="ridge,ridge1h,ridge2,svr,gbr,ensemble")
+    ap.add_argument("--predictors", default="auto,ridge,ridge1h,ridge2,svr,gbr,ensemble")
     ap.add_argument("--supernet")
     ap.add_argument("--data")
     ap.add_argument("-o", "--output", default="bench/results/predictors.json")
+    ap.add_argument("--samples-from", help="an earlier run's JSON: score its samples, measure nothing")
     args = ap.parse_args(argv)
+    samples = {}
+    if args.samples_from:
+        samples = json.loads(Path(args.samples_from).read_text()).get("samples") or {}
+        if not samples:
+            raise SystemExit(f"{args.samples_from} holds no samples (written before they were kept?)")
     rows = []
     for model in filter(None, args.models.split(",")):
-        rows += latency_rows(model, args)
+        rows += latency_rows(model, args, samples)
     if args.supernet and args.data:
         rows += accuracy_rows(args)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"args": vars(args), "rows": rows, "samples": samples}, indent=1) + "\n")
     return 0
 
 

@@ -144,7 +144,7 @@ def _transfer_run(tactic: str, seed: int, budget: int, src: str | None, store: s
     p = SyntheticProblem()
     r = search(p.space, p.latency_objectives(target), tactic=tactic, budget=budget,
                population=population, seed=seed, progress=False, store=store, warm_start=src,
-               bounds=bounds, options=options)
+               bounds=bounds, options=options, descriptors=p.descriptors())
     return SimpleNamespace(hypervolume=r.hypervolume, best_hypervolume=r.best_hypervolume,
                            bounds=r.bounds, info={k: r.info.get(k) for k in ("space_size", "transfer")})
 

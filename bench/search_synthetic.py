@@ -111,8 +111,15 @@ class SyntheticProblem:
         space = self.space
         acc = self.objectives()[0]
         lat = Objective("latency_ms", lambda cs: self.latency_of(space.indices(cs), target).tolist(),
-                        settings={"synthetic": "latency", "target": target}, concurrent=False)
+                        settings={"synthetic": "latency", "target": target}, concurrent=False,
+                        descriptors=True)  # a hardware cost, like latency_objective's
         return [acc, lat]
+
+    def descriptors(self):
+        """What a real super-network's search gets by default (`search.py` Rule 10): blocks kept
+        and analytic MACs (this space has no parameter count)."""
+        from runtime.search.objectives import blocks_descriptor
+        return [blocks_descriptor(self.space), _IndexObjective("macs", self.space, self.macs_of)]
 
     def objectives(self, *, accuracy_name: str = "accuracy", macs_name: str = "macs"):
         """[accuracy (validation, maximised), macs (cheap, minimised, vectorised)]."""

@@ -17,8 +17,15 @@ Rules:
      goes on (``on_error="raise"`` raises `ObjectiveError` instead). A NaN value is rejected
      the same way, with a warning naming the config and objective.
   5. Cheap objectives (``validation=False``) are computed here for any candidate and cached by
-     canonical config; an objective with ``evaluate_indices(X)`` is called on the index matrix.
+     canonical config; an objective with ``evaluate_indices(X)`` whose ``space`` is the
+     searched space is called on the index matrix (any other gets configs: indices of a
+     restricted space, PopDB's, mean other choices).
      For validated configs their values are stored too, so a store holds whole fronts.
+     ``descriptors`` (cheap objective-likes that are not objectives) are computed and cached
+     the same way; `features(X, objective)` is the predictors' input: the masked encoding,
+     plus for an objective that uses descriptors (`objectives.uses_descriptors`) every cheap
+     objective and descriptor, each divided by its value at the maximal config
+     (`predictors.py` Rule 6).
   6. Objective values enter pymoo as minimisation columns (maximised ones negated), in the
      order given; ``constraints`` ``{name: ("<=" | ">=", bound)}`` become G <= 0 columns plus a
      last column that is 1 for a failed config.
@@ -117,7 +124,8 @@ class Validator:
                  store: EvaluationStore, budget: int, executor: Any = None,
                  chunk_size: int | None = None, on_error: str = "record",
                  constraints: Mapping[str, Any] | None = None, search_id: str | None = None,
-                 on_batch: Callable[["Validator"], None] | None = None):
+                 on_batch: Callable[["Validator"], None] | None = None,
+                 descriptors: Sequence[Any] = ()):
         if on_error not in ("record", "raise"):
             raise ValueError(f"on_error must be 'record' or 'raise', got {on_error!r}")
         self.space, self.objectives = space, list(objectives)
@@ -125,6 +133,9 @@ class Validator:
         self.sign = np.array([1.0 if o.minimize else -1.0 for o in self.objectives])
         self.costly = [o for o in self.objectives if o.validation]
         self.cheap_objectives = [o for o in self.objectives if not o.validation]
+        self.descriptors = [d for d in descriptors if d.name not in self.names]  # Rule 5
+        self._computed = self.cheap_objectives + self.descriptors
+        self._descriptor_scale: np.ndarray | None = None
         self.fingerprint, self.store, self.budget = fingerprint, store, int(budget)
         self.executor, self.chunk_size, self.on_error = executor, chunk_size, on_error
         self.constraints = parse_constraints(constraints, self.names)
@@ -263,17 +274,38 @@ class Validator:
     # -- cheap objectives and pymoo columns ------------------------------------------------
     def cheap_values(self, indices: np.ndarray) -> np.ndarray:
         """(n, n_cheap) values of the cheap objectives, cached by canonical config (Rule 5)."""
+        return self._computed_values(indices)[:, :len(self.cheap_objectives)]
+
+    def n_descriptors(self, objective: Any) -> int:
+        """Descriptor columns `features` appends for ``objective`` (Rule 5)."""
+        from runtime.search.objectives import uses_descriptors
+
+        return len(self._computed) if uses_descriptors(objective) else 0
+
+    def features(self, indices: np.ndarray, descriptors: bool = True) -> np.ndarray:
+        """A predictor's input (Rule 5): the masked encoding, then (``descriptors``) the scaled
+        descriptor columns."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1, len(self.space))
-        out = np.zeros((len(indices), len(self.cheap_objectives)))
-        if not self.cheap_objectives:
+        encoded = self.space.features(indices)
+        if not self._computed or not descriptors:
+            return encoded
+        if self._descriptor_scale is None:
+            top = self._computed_values(np.array([self.space.encode(self.space.max_config())]))[0]
+            self._descriptor_scale = np.where(np.abs(top) > 1e-12, np.abs(top), 1.0)
+        return np.hstack([encoded, self._computed_values(indices) / self._descriptor_scale])
+
+    def _computed_values(self, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1, len(self.space))
+        out = np.zeros((len(indices), len(self._computed)))
+        if not self._computed:
             return out
         keys = self.keys(indices)
         missing = [i for i, k in enumerate(keys) if k not in self._cheap_cache]
         if missing:
             canon = self.space.canonical_indices(indices[missing])
             cols = []
-            for o in self.cheap_objectives:
-                if hasattr(o, "evaluate_indices"):
+            for o in self._computed:
+                if hasattr(o, "evaluate_indices") and getattr(o, "space", None) is self.space:
                     cols.append(np.asarray(o.evaluate_indices(canon), dtype=float))
                 else:
                     cols.append(np.array(o.evaluate([self.space.decode(r.tolist()) for r in canon]),

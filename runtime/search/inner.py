@@ -2,7 +2,8 @@
 
 Rules:
   1. `fit_models` fits one predictor per costly objective on every successful validated entry
-     (masked features -> value); cheap objectives are never predicted, they are computed.
+     (`Validator.features`: masked encoding and descriptors -> value); cheap objectives are
+     never predicted, they are computed.
   2. `inner_search` runs the tactic's algorithm on predicted values for ``inner_generations``
      generations of ``inner_population``: its first population is the validated archive's best
      (by non-dominated rank, true values, injected as already evaluated), topped up with random
@@ -36,33 +37,40 @@ def fit_models(ctx: Context, entries) -> dict:
     """Rule 1 (and `transfer.py` Rules 2-3 when the search was warm-started)."""
     v, t = ctx.validator, ctx.transfer
     ok = [e for e in entries if e.ok]
-    X = ctx.space.features(ctx.space.indices([e.config for e in ok]))
-    base = make_predictor(ctx.options.predictor)
+    rows = ctx.space.indices([e.config for e in ok])
+    full = _features(v, rows)
     models = {}
     for o in v.costly:
+        X = full[:, :len(ctx.space) + v.n_descriptors(o)]
+        base = make_predictor(ctx.options.predictor, descriptors=v.n_descriptors(o))
         y = np.array([e.values[o.name] for e in ok], dtype=float)
         if t is not None and o.name in t.priors:
             models[o.name] = PriorResidual(base, t.priors[o.name]).fit(X, y)
         elif t is not None and o.name in t.rows:
             old, old_y = t.rows[o.name]
             fresh = ~v.is_known(ctx.space.indices(old))  # a new value replaces an old one
-            Xo = ctx.space.features(ctx.space.indices(old)[fresh])
+            Xo = v.features(ctx.space.indices(old)[fresh], v.n_descriptors(o) > 0)
             models[o.name] = clone(base).fit(np.vstack([Xo, X]), np.concatenate([old_y[fresh], y]))
         else:
             models[o.name] = clone(base).fit(X, y)
     return models
 
 
+def _features(v, X: np.ndarray) -> np.ndarray:
+    """Columns enough for every costly objective (descriptors only when one uses them)."""
+    return v.features(X, any(v.n_descriptors(o) for o in v.costly))
+
+
 def predict(ctx: Context, models: dict, X: np.ndarray) -> np.ndarray:
     """(n, n_obj) natural values: predicted for costly objectives, computed for cheap ones."""
     v = ctx.validator
     X = np.asarray(X, dtype=np.int64)
-    feats = ctx.space.features(X)
+    feats = _features(v, X)
     cheap = v.cheap_values(X)
     cols = []
     for o in v.objectives:
         if o.validation:
-            cols.append(models[o.name].predict(feats))
+            cols.append(models[o.name].predict(feats[:, :len(ctx.space) + v.n_descriptors(o)]))
         else:
             cols.append(cheap[:, v.cheap_objectives.index(o)])
     return np.stack(cols, axis=1)

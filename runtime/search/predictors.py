@@ -25,6 +25,14 @@ Rules:
      better served by an RBF SVR. Ties go to the first candidate. The choice is
      cross-validated on at most ``max_cv_rows`` rows (a seeded subset), so a refit on 1,000
      rows stays a fraction of a second.
+  6. Descriptors: the search may append ``descriptors`` columns to the features, cheap numbers
+     every config has without a validation (MACs, parameters, blocks kept: `search.py` Rule
+     10). `StagedPredictor` fits a straight line on those columns first (a handful of
+     coefficients, so a few rows pin it) and its base predictor on what the line leaves, over
+     every column, from ``min_residual_rows`` rows on. `AutoPredictor(descriptors=k)` adds the
+     staged form of each candidate to the cross-validated choice, so a latency that is mostly
+     "so many ms per MAC plus so much per block" is learned from a dozen validations, while an
+     accuracy that saturates in MACs keeps the plain model when that predicts it better.
 
 Example:
     >>> import numpy as np
@@ -44,7 +52,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 __all__ = ["RidgePredictor", "SVRPredictor", "GBPredictor", "EnsemblePredictor", "AutoPredictor",
-           "make_predictor", "cv_error", "predictor_report", "PredictorReport", "PREDICTORS"]
+           "StagedPredictor", "make_predictor", "cv_error", "predictor_report", "PredictorReport", "PREDICTORS"]
 
 PREDICTORS = ("auto", "ridge", "ridge1h", "ridge2", "svr", "gbr", "ensemble")
 
@@ -157,8 +165,43 @@ class EnsemblePredictor(BaseEstimator, RegressorMixin):
         return np.mean([m.predict(X) for m in self.members_], axis=0)
 
 
+class StagedPredictor(BaseEstimator, RegressorMixin):
+    """Rule 6: a line on the last ``descriptors`` columns, then ``base`` (a predictor name) on
+    the residual over all columns.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.random((12, 20)); y = 3 * X[:, -1] + 0.5 * X[:, -2]
+    >>> m = StagedPredictor("ridge", descriptors=2).fit(X[:8], y[:8])
+    >>> bool(np.abs(m.predict(X[8:]) - y[8:]).max() < 0.2)
+    True
+    """
+
+    def __init__(self, base: str = "ridge", descriptors: int = 1, min_residual_rows: int = 6):
+        self.base, self.descriptors, self.min_residual_rows = base, descriptors, min_residual_rows
+
+    def fit(self, X, y):
+        from sklearn.linear_model import Ridge
+
+        X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float).ravel()
+        if not 0 < self.descriptors <= X.shape[1]:
+            raise ValueError(f"descriptors must be between 1 and {X.shape[1]} columns, "
+                             f"got {self.descriptors!r}")
+        D = X[:, -self.descriptors:]
+        self.line_ = Ridge(alpha=1e-3).fit(D, y)
+        residual = y - self.line_.predict(D)
+        self.residual_ = make_predictor(self.base).fit(X, residual) \
+            if len(y) >= self.min_residual_rows else None
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X):
+        X = np.asarray(X, dtype=float)
+        out = self.line_.predict(X[:, -self.descriptors:])
+        return out if self.residual_ is None else out + self.residual_.predict(X)
+
+
 class AutoPredictor(BaseEstimator, RegressorMixin):
-    """Rule 5: the candidate with the lowest cross-validated error, refitted on every row.
+    """Rules 5-6: the candidate with the lowest cross-validated error, refitted on every row.
 
     >>> rng = np.random.default_rng(0)
     >>> X = rng.integers(0, 3, (40, 12)).astype(float); y = X @ rng.random(12)
@@ -167,21 +210,33 @@ class AutoPredictor(BaseEstimator, RegressorMixin):
     """
 
     def __init__(self, candidates: Sequence[str] = ("ridge", "ridge1h", "svr"), folds: int = 5,
-                 max_cv_rows: int = 300):
+                 max_cv_rows: int = 300, descriptors: int = 0):
         self.candidates, self.folds, self.max_cv_rows = candidates, folds, max_cv_rows
+        self.descriptors = descriptors
+
+    def _make(self, name: str) -> BaseEstimator:
+        if name.startswith("staged:"):
+            return StagedPredictor(name.split(":", 1)[1], descriptors=self.descriptors)
+        return make_predictor(name)
 
     def fit(self, X, y):
         X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float).ravel()
+        names = list(self.candidates)
+        if self.descriptors:  # Rule 6
+            names += [f"staged:{n}" for n in self.candidates]
         errors = {}
-        if len(self.candidates) > 1 and len(y) >= max(self.folds, 2):
+        if len(names) > 1 and len(y) >= max(self.folds, 2):
             rows = np.arange(len(y))
             if len(y) > self.max_cv_rows:
                 rows = np.random.default_rng(0).choice(len(y), self.max_cv_rows, replace=False)
-            errors = {name: cv_error(lambda name=name: make_predictor(name), X[rows], y[rows],
-                                     self.folds) for name in self.candidates}
+            errors = {name: cv_error(lambda name=name: self._make(name), X[rows], y[rows],
+                                     self.folds) for name in names}
         self.cv_error_ = errors
-        self.chosen_ = min(errors, key=errors.get) if errors else self.candidates[0]
-        self.model_ = make_predictor(self.chosen_).fit(X, y)
+        if errors:
+            self.chosen_ = min(errors, key=errors.get)
+        else:  # too few rows to cross-validate: the line on the descriptors, when there are any
+            self.chosen_ = names[len(self.candidates) if self.descriptors else 0]
+        self.model_ = self._make(self.chosen_).fit(X, y)
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -200,9 +255,11 @@ def cv_error(make, X: np.ndarray, y: np.ndarray, folds: int) -> float:
     return float(np.concatenate(err).mean())
 
 
-def make_predictor(name: str = "ensemble") -> BaseEstimator:
-    """A fresh predictor by name (Rule 4)."""
-    table = {"auto": lambda: AutoPredictor(), "ridge": lambda: RidgePredictor(),
+def make_predictor(name: str = "ensemble", *, descriptors: int = 0) -> BaseEstimator:
+    """A fresh predictor by name (Rule 4); ``descriptors`` trailing columns are descriptors
+    (Rule 6: ``auto`` also tries the staged form of its candidates; the others use them as
+    plain columns)."""
+    table = {"auto": lambda: AutoPredictor(descriptors=descriptors), "ridge": lambda: RidgePredictor(),
              "ridge1h": lambda: RidgePredictor(onehot=True),
              "ridge2": lambda: RidgePredictor(alpha=10.0, degree=2),
              "svr": lambda: SVRPredictor(), "gbr": lambda: GBPredictor(),

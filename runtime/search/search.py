@@ -26,6 +26,11 @@ Rules:
      restricted space has other extremes, with a full-space one).
   9. A search in which every validation failed warns (RuntimeWarning, with the first error):
      its empty front is a broken objective, not a result.
+ 10. ``descriptors``: cheap numbers of a config that are not objectives but tell the predictors
+     of hardware costs (latency) what drives them (`objectives.py` Rule 5, `predictors.py`
+     Rule 6). None (default): the blocks the depth dimensions keep and, for a super-network,
+     its analytic MACs and parameters; a list of cheap objective-likes replaces them; ``[]``
+     turns them off. The search's cheap objectives are descriptors too.
 
 Example:
     >>> from runtime.elastic import Dimension, SearchSpace
@@ -50,7 +55,7 @@ import numpy as np
 from runtime.elastic.space import SearchSpace
 from runtime.search.context import Context, TacticOptions
 from runtime.search.evaluator import Validator
-from runtime.search.objectives import resolve_objectives
+from runtime.search.objectives import resolve_descriptors, resolve_objectives
 from runtime.search.problem import ALGORITHMS, genome_keys
 from runtime.search.result import Bounds, SearchResult, pareto_mask
 from runtime.search.store import EvaluationStore, fingerprint as fingerprint_of, settings_key
@@ -177,8 +182,8 @@ def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "
            options: TacticOptions | Mapping[str, Any] | None = None,
            algorithm_options: Mapping[str, Any] | None = None, chunk_size: int | None = None,
            on_error: str = "record", fingerprint: str | None = None, bounds: Bounds | None = None,
-           **context: Any) -> SearchResult:
-    """Search sub-networks; returns the validated Pareto front and the history (Rules 1-7)."""
+           descriptors: Sequence[Any] | None = None, **context: Any) -> SearchResult:
+    """Search sub-networks; returns the validated Pareto front and the history (Rules 1-10)."""
     _check_names(tactic, algorithm, warm_start)
     space, supernet = _space(supernet_or_space)
     objectives = resolve_objectives(objectives, supernet, **context)  # Rule 2
@@ -189,6 +194,7 @@ def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "
         full_size, space = space.size, popdb_space(space, warm_start, options)
         info["space_size"] = {"restricted": float(space.size), "full": float(full_size)}
         warm_start = None
+    descriptors = resolve_descriptors(descriptors, space, supernet)  # Rule 10, on the searched space
     if int(budget) < 1:
         raise ValueError(f"budget must be >= 1 validation, got {budget}")
     population = int(population or max(10, min(50, int(budget) // 4)))
@@ -205,13 +211,13 @@ def search(supernet_or_space: Any, objectives: Sequence[Any], *, tactic: str = "
     pool, own_pool = _executor(executor)
     validator = Validator(space, objectives, fingerprint=fp, store=store, budget=budget,
                           executor=pool, chunk_size=chunk_size, on_error=on_error,
-                          constraints=constraints, search_id=sid)
+                          constraints=constraints, search_id=sid, descriptors=descriptors)
     nadir = None if reference_point is None else validator.minimization(
         np.asarray(reference_point, dtype=float)[None])[0]
     warm = warm_start_configs(warm_start, space)
     info["warm_seeds"] = len(warm)
     transfer = make_transfer(load_archive(warm_start, space), space, objectives, fp,
-                             options.predictor) if warm_start is not None and options.warm_transfer else None
+                             options.predictor, validator) if warm_start is not None and options.warm_transfer else None
     if transfer is not None:
         info["transfer"] = transfer.describe()
     ctx = Context(space, validator, algorithm, population, int(seed), options,

@@ -173,8 +173,9 @@ class Transfer:
 
 
 def make_transfer(archive: Archive | None, space: SearchSpace, objectives: Sequence[Any],
-                  fingerprint: str, predictor: str) -> Transfer | None:
-    """Rules 2-4 for the costly objectives of the new search."""
+                  fingerprint: str, predictor: str, validator: Any = None) -> Transfer | None:
+    """Rules 2-4 for the costly objectives of the new search; ``validator`` gives each
+    objective's predictor input (`Validator.features`; without one, the masked encoding)."""
     if archive is None:
         return None
     rows, priors = {}, {}
@@ -191,5 +192,11 @@ def make_transfer(archive: Archive | None, space: SearchSpace, objectives: Seque
         if same:
             rows[o.name] = (configs, y[keep])
         else:
-            priors[o.name] = make_predictor(predictor).fit(space.features(configs), y[keep])
+            X = space.indices(configs)
+            if validator is None:
+                prior, X = make_predictor(predictor), space.features(X)
+            else:
+                prior = make_predictor(predictor, descriptors=validator.n_descriptors(o))
+                X = validator.features(X, validator.n_descriptors(o) > 0)
+            priors[o.name] = prior.fit(X, y[keep])
     return Transfer(rows, priors) if rows or priors else None
