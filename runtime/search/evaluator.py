@@ -22,10 +22,10 @@ Rules:
      restricted space, PopDB's, mean other choices).
      For validated configs their values are stored too, so a store holds whole fronts.
      ``descriptors`` (cheap objective-likes that are not objectives) are computed and cached
-     the same way; `features(X, objective)` is the predictors' input: the masked encoding,
-     plus for an objective that uses descriptors (`objectives.uses_descriptors`) every cheap
-     objective and descriptor, each divided by its value at the maximal config
-     (`predictors.py` Rule 6).
+     the same way, when a costly objective uses them (`objectives.uses_descriptors`). The
+     input of such an objective's predictor is `features(X)`: the masked encoding, then every
+     cheap objective and descriptor divided by its value at the maximal config
+     (`predictors.py` Rule 6); the others get ``features(X, descriptors=False)``.
   6. Objective values enter pymoo as minimisation columns (maximised ones negated), in the
      order given; ``constraints`` ``{name: ("<=" | ">=", bound)}`` become G <= 0 columns plus a
      last column that is 1 for a failed config.
@@ -133,7 +133,10 @@ class Validator:
         self.sign = np.array([1.0 if o.minimize else -1.0 for o in self.objectives])
         self.costly = [o for o in self.objectives if o.validation]
         self.cheap_objectives = [o for o in self.objectives if not o.validation]
-        self.descriptors = [d for d in descriptors if d.name not in self.names]  # Rule 5
+        from runtime.search.objectives import uses_descriptors
+
+        wanted = any(uses_descriptors(o) for o in self.costly)  # Rule 5: else never computed
+        self.descriptors = [d for d in descriptors if wanted and d.name not in self.names]
         self._computed = self.cheap_objectives + self.descriptors
         self._descriptor_scale: np.ndarray | None = None
         self.fingerprint, self.store, self.budget = fingerprint, store, int(budget)
