@@ -45,3 +45,23 @@ def test_search_command_errors(tmp_path, capsys):
     assert main(["search", str(path), *ok]) == 0
     assert main(["search", str(other), *ok]) == 2
     assert "holds evaluations of super-network" in capsys.readouterr().err
+
+
+def test_search_command_can_turn_descriptors_off(tmp_path, monkeypatch):
+    import runtime.search.search as search_module
+
+    seen = []
+    real = search_module.search
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["descriptors"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "search", spy)
+    path = tmp_path / "net.pt"
+    tiny_supernet().save(path)
+    base = ["search", str(path), "--objectives", "macs,params", "--tactic", "full", "--budget", "3",
+            "--no-progress"]
+    assert main(base + ["-o", str(tmp_path / "a")]) == 0
+    assert main(base + ["--no-descriptors", "-o", str(tmp_path / "b")]) == 0
+    assert seen == [None, []]  # the defaults (blocks, MACs, params), then none

@@ -97,7 +97,7 @@ def run_search(args: argparse.Namespace) -> int:
                         budget=args.budget, population=args.population, seed=args.seed,
                         store=args.store, warm_start=args.warm_start,
                         constraints=_constraints(args.constraint), progress=not args.no_progress,
-                        **context)
+                        descriptors=[] if args.no_descriptors else None, **context)
     except (SearchCLIError, SupernetFileError, StoreMismatchError, FileNotFoundError,
             ValueError) as exc:
         print(f"supernet: error: {exc}", file=sys.stderr)
@@ -139,6 +139,8 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--store", help="SQLite evaluation store (resumable); default: in memory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-descriptors", action="store_true",
+                   help="latency predictors get the masked encoding only, not blocks/MACs/params")
     p.add_argument("-o", "--output", required=True, help="directory for front.json and plots")
     p.set_defaults(func=run_search)
     return p
