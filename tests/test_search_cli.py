@@ -48,7 +48,9 @@ def test_search_command_errors(tmp_path, capsys):
 
 
 def test_search_command_can_turn_descriptors_off(tmp_path, monkeypatch):
-    import runtime.search.search as search_module
+    import importlib
+
+    search_module = importlib.import_module("runtime.search.search")  # the module, not the function
 
     seen = []
     real = search_module.search
