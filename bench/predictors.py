@@ -40,7 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.search import latency_objective, make_predictor, predictor_report
+from runtime.search import (EvaluationStore, Objective, latency_objective, make_predictor,
+                            predictor_report)
+from runtime.search.evaluator import Validator
 from runtime.search.objectives import default_descriptors
 
 
@@ -56,10 +58,12 @@ def _sample(net, n: int, seed: int):
 
 
 def _descriptor_features(net, configs) -> tuple[np.ndarray, int]:
-    """The masked encoding plus the search's default descriptors, scaled at the maximal config."""
-    descs = default_descriptors(net.space, net)
-    D = np.array([[d.evaluate([c])[0] for d in descs] for c in [net.space.max_config(), *configs]])
-    return np.hstack([net.space.features(configs), D[1:] / np.abs(D[0])]), len(descs)
+    """What a latency objective's predictor gets in `search`: `Validator.features` with the
+    default descriptors, and how many columns they are."""
+    latency = Objective("latency_ms", len, descriptors=True)  # never called: its input only
+    v = Validator(net.space, [latency], fingerprint="", store=EvaluationStore(), budget=0,
+                  descriptors=default_descriptors(net.space, net))
+    return v.features(net.space.indices(configs)), v.n_descriptors(latency)
 
 
 def _scores(net, configs, values, args, descriptors: bool = False) -> list[dict]:

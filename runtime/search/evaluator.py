@@ -25,7 +25,8 @@ Rules:
      the same way, when a costly objective uses them (`objectives.uses_descriptors`). The
      input of such an objective's predictor is `features(X)`: the masked encoding, then every
      cheap objective and descriptor divided by its value at the maximal config
-     (`predictors.py` Rule 6); the others get ``features(X, descriptors=False)``.
+     (`predictors.py` Rule 6); the others get ``features(X, descriptors=False)``, the
+     masked encoding alone.
   6. Objective values enter pymoo as minimisation columns (maximised ones negated), in the
      order given; ``constraints`` ``{name: ("<=" | ">=", bound)}`` become G <= 0 columns plus a
      last column that is 1 for a failed config.
@@ -42,6 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from runtime.elastic.space import SearchSpace, SubnetConfig
+from runtime.search.objectives import uses_descriptors
 from runtime.search.store import EvaluationStore, Row, config_key, settings_key
 
 __all__ = ["Entry", "Validator", "ObjectiveError", "parse_constraints"]
@@ -133,10 +135,10 @@ class Validator:
         self.sign = np.array([1.0 if o.minimize else -1.0 for o in self.objectives])
         self.costly = [o for o in self.objectives if o.validation]
         self.cheap_objectives = [o for o in self.objectives if not o.validation]
-        from runtime.search.objectives import uses_descriptors
-
-        wanted = any(uses_descriptors(o) for o in self.costly)  # Rule 5: else never computed
-        self.descriptors = [d for d in descriptors if wanted and d.name not in self.names]
+        self._uses_descriptors = {o.name for o in self.costly if uses_descriptors(o)}
+        # Rule 5: descriptors are computed only when some costly objective uses them
+        self.descriptors = [d for d in descriptors
+                            if self._uses_descriptors and d.name not in self.names]
         self._computed = self.cheap_objectives + self.descriptors
         self._descriptor_scale: np.ndarray | None = None
         self.fingerprint, self.store, self.budget = fingerprint, store, int(budget)
@@ -281,15 +283,19 @@ class Validator:
 
     def n_descriptors(self, objective: Any) -> int:
         """Descriptor columns `features` appends for ``objective`` (Rule 5)."""
-        from runtime.search.objectives import uses_descriptors
+        return len(self._computed) if objective.name in self._uses_descriptors else 0
 
-        return len(self._computed) if uses_descriptors(objective) else 0
+    def n_features(self, objective: Any) -> int:
+        """Columns of ``objective``'s predictor input: the first ones of `features` (Rule 5)."""
+        return len(self.space) + self.n_descriptors(objective)
 
-    def features(self, indices: np.ndarray, descriptors: bool = True) -> np.ndarray:
-        """A predictor's input (Rule 5): the masked encoding, then (``descriptors``) the scaled
-        descriptor columns."""
+    def features(self, indices: np.ndarray, descriptors: bool | None = None) -> np.ndarray:
+        """A predictor's input (Rule 5): the masked encoding, then (``descriptors``; None: when
+        some costly objective uses them) the scaled descriptor columns."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1, len(self.space))
         encoded = self.space.features(indices)
+        if descriptors is None:
+            descriptors = bool(self._uses_descriptors)
         if not self._computed or not descriptors:
             return encoded
         if self._descriptor_scale is None:

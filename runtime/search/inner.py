@@ -38,10 +38,10 @@ def fit_models(ctx: Context, entries) -> dict:
     v, t = ctx.validator, ctx.transfer
     ok = [e for e in entries if e.ok]
     rows = ctx.space.indices([e.config for e in ok])
-    full = _features(v, rows)
+    full = v.features(rows)
     models = {}
     for o in v.costly:
-        X = full[:, :len(ctx.space) + v.n_descriptors(o)]
+        X = full[:, :v.n_features(o)]
         base = make_predictor(ctx.options.predictor, descriptors=v.n_descriptors(o))
         y = np.array([e.values[o.name] for e in ok], dtype=float)
         if t is not None and o.name in t.priors:
@@ -56,21 +56,16 @@ def fit_models(ctx: Context, entries) -> dict:
     return models
 
 
-def _features(v, X: np.ndarray) -> np.ndarray:
-    """Columns enough for every costly objective (descriptors only when one uses them)."""
-    return v.features(X, any(v.n_descriptors(o) for o in v.costly))
-
-
 def predict(ctx: Context, models: dict, X: np.ndarray) -> np.ndarray:
     """(n, n_obj) natural values: predicted for costly objectives, computed for cheap ones."""
     v = ctx.validator
     X = np.asarray(X, dtype=np.int64)
-    feats = _features(v, X)
+    feats = v.features(X)
     cheap = v.cheap_values(X)
     cols = []
     for o in v.objectives:
         if o.validation:
-            cols.append(models[o.name].predict(feats[:, :len(ctx.space) + v.n_descriptors(o)]))
+            cols.append(models[o.name].predict(feats[:, :v.n_features(o)]))
         else:
             cols.append(cheap[:, v.cheap_objectives.index(o)])
     return np.stack(cols, axis=1)

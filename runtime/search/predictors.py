@@ -31,8 +31,9 @@ Rules:
      coefficients, so a few rows pin it) and its base predictor on what the line leaves, over
      every column, from ``min_residual_rows`` rows on. `AutoPredictor(descriptors=k)` adds the
      staged form of each candidate to the cross-validated choice, so a latency that is mostly
-     "so many ms per MAC plus so much per block" is learned from a dozen validations, while an
-     accuracy that saturates in MACs keeps the plain model when that predicts it better.
+     "so many ms per MAC plus so much per block" is learned from a dozen validations, and
+     keeps the plain model where that cross-validates better. (Accuracy never gets descriptors
+     in a search: `objectives.py` Rule 5 says why.)
 
 Example:
     >>> import numpy as np

@@ -192,11 +192,7 @@ def make_transfer(archive: Archive | None, space: SearchSpace, objectives: Seque
         if same:
             rows[o.name] = (configs, y[keep])
         else:
-            X = space.indices(configs)
-            if validator is None:
-                prior, X = make_predictor(predictor), space.features(X)
-            else:
-                prior = make_predictor(predictor, descriptors=validator.n_descriptors(o))
-                X = validator.features(X, validator.n_descriptors(o) > 0)
-            priors[o.name] = prior.fit(X, y[keep])
+            k = validator.n_descriptors(o) if validator is not None else 0
+            X = validator.features(space.indices(configs), True) if k else space.features(configs)
+            priors[o.name] = make_predictor(predictor, descriptors=k).fit(X, y[keep])
     return Transfer(rows, priors) if rows or priors else None
